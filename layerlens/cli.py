@@ -1,0 +1,163 @@
+"""The `layerlens` command line: `layerlens trace [MODULE:FACTORY] ...`.
+
+Exit status: 0 when the trace ran and every check held, 1 when checks failed,
+2 when it could not run (bad arguments, a model that does not import, a
+forward that raised); errors are printed without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._version import __version__
+from .errors import TraceError
+from .render.table import COLUMNS
+from .result import Trace
+from .tracing import trace
+
+
+class CliError(Exception):
+    """A problem with what the user asked for, reported as one line."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `layerlens` console script."""
+    parser = _parser()
+    ns = parser.parse_args(argv)
+    if not getattr(ns, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(ns.run(ns))
+    except CliError as exc:
+        print(f"layerlens: error: {exc}", file=sys.stderr)
+    except TraceError as exc:
+        print(f"layerlens: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="layerlens", description="See what every layer of a PyTorch model does.")
+    parser.add_argument("--version", action="version", version=f"layerlens {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    p = sub.add_parser("trace", help="trace one forward pass and print the table")
+    p.add_argument("model", nargs="?", help="MODULE:FACTORY or path/to/file.py:FACTORY, a callable returning an "
+                   "nn.Module (default: the bundled abc classifier on real encoded strings)")  # fmt: skip
+    p.add_argument("--input-size", action="append", metavar="SHAPE",
+                   help="input shape like 64,6 (repeat for several inputs)")  # fmt: skip
+    p.add_argument(
+        "--dtype", action="append", metavar="DTYPE", help="input dtype like float32 or long (repeat per input)"
+    )
+    p.add_argument("--values", choices=("stats", "full", "none"), default="stats")
+    p.add_argument("--mode", choices=("train", "eval"), help="run the model in this mode for the trace")
+    p.add_argument("--fmt", default="simple", help="any tabulate format: simple, github, grid, html, latex, ...")
+    p.add_argument("--columns", help=f"comma-separated table columns from: {', '.join(COLUMNS)}")
+    p.add_argument("--depth", type=int, help="show layers down to this depth only")
+    p.add_argument("--json", metavar="PATH", help="also save the trace as JSON (values to an .npz beside it)")
+    p.set_defaults(run=_trace_command)
+    return parser
+
+
+def _trace_command(ns: argparse.Namespace) -> int:
+    model, default_x = _load_model(ns.model)
+    shapes = [_parse_shape(s) for s in ns.input_size or []]
+    dtypes = [_parse_dtype(d) for d in ns.dtype or []] or None
+    if not shapes and default_x is None:
+        raise CliError("--input-size is required for a model of your own (e.g. --input-size 64,6 --dtype long)")
+    if dtypes and not shapes:
+        raise CliError("--dtype goes with --input-size")
+    x = None if shapes else default_x
+    size: Any = (shapes[0] if len(shapes) == 1 else shapes) if shapes else None
+    try:
+        t = trace(
+            model, x, input_size=size, dtypes=dtypes, values=None if ns.values == "none" else ns.values, mode=ns.mode
+        )
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    columns = ns.columns.split(",") if ns.columns else None
+    try:
+        print(t.table(fmt=ns.fmt, columns=columns, depth=ns.depth))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if ns.json:
+        _save(t, Path(ns.json))
+    return 0 if t.ok else 1
+
+
+def _save(t: Trace, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t.save(path)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+    print(f"trace saved to {path}", file=sys.stderr)
+
+
+def _load_model(spec: str | None) -> tuple[nn.Module, torch.Tensor | None]:
+    """The model named by MODULE:FACTORY, or the bundled abc classifier with real inputs."""
+    if spec is None:
+        from .examples import abc
+
+        return abc.build_model(), abc.encode(list(abc.SAMPLE_STRINGS))
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise CliError(f"model must be MODULE:FACTORY (e.g. mypkg.models:build), got {spec!r}")
+    factory = getattr(_import(target), attr, None)
+    if factory is None:
+        raise CliError(f"{target!r} has no attribute {attr!r}")
+    try:
+        model = factory if isinstance(factory, nn.Module) else factory()
+    except Exception as exc:
+        raise CliError(f"calling {spec} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise CliError(f"{spec} returned {type(model).__name__}, not an nn.Module")
+    return model, None
+
+
+def _import(target: str) -> Any:
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            if spec is None or spec.loader is None or not path.is_file():
+                raise CliError(f"no such file: {target}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+        if "" not in sys.path:
+            sys.path.insert(0, "")
+        return importlib.import_module(target)
+    except CliError:
+        raise
+    except Exception as exc:
+        raise CliError(f"cannot import {target!r}: {type(exc).__name__}: {exc}") from None
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise CliError(f"--input-size must be integers like 64,6, got {text!r}") from None
+    if not dims or any(d < 0 for d in dims):
+        raise CliError(f"--input-size must be non-negative integers like 64,6, got {text!r}")
+    return dims
+
+
+def _parse_dtype(text: str) -> torch.dtype:
+    kind = getattr(torch, text.strip(), None)
+    if not isinstance(kind, torch.dtype):
+        raise CliError(f"unknown dtype {text!r} (try float32, float16, long, int32, bool)")
+    return kind
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

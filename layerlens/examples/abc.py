@@ -1,0 +1,87 @@
+"""The tutorial's "abc" string classifier: our bundled example model.
+
+Task: a string of 5 or 6 ASCII letters is class 0 if it contains `a`, else
+class 1 if it contains `b`, else class 2 if it contains `c` (lower case only).
+Encoding: the 52 ASCII letters map to 1..52 (`string.ascii_letters` order),
+and 0 pads a 5-letter string to length 6.
+Model, as in the tutorial: Embedding(53, 10, padding_idx=0) -> RNN(10, 20,
+num_layers=2, batch_first=True) -> reshape(batch, -1) -> Linear(120, 3),
+with cross-entropy loss when labels are given.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+VOCAB: tuple[str, ...] = tuple(string.ascii_letters)
+SEQ_LEN = 6
+NUM_CLASSES = 3
+SAMPLE_STRINGS = ("xyzab", "qwbert", "cxyzw", "abcabc", "hello", "zzzzc")
+
+_INDEX = {ch: i + 1 for i, ch in enumerate(VOCAB)}
+
+
+class AbcClassifier(nn.Module):
+    """Embedding -> 2-layer RNN -> flatten -> Linear, as in the tutorial."""
+
+    def __init__(self, vocab_size: int = len(VOCAB), embedding_size: int = 10) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size + 1, embedding_size, padding_idx=0)
+        self.rnn = nn.RNN(embedding_size, 20, num_layers=2, batch_first=True)
+        self.linear = nn.Linear(SEQ_LEN * 20, NUM_CLASSES)
+        self.loss = nn.CrossEntropyLoss()
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of shape (batch, 3); the mean cross-entropy instead when `y` is given."""
+        x = self.embedding(x)
+        x, _ = self.rnn(x)
+        x = x.reshape(x.shape[0], -1)
+        x = self.linear(x)
+        if y is not None:
+            loss: torch.Tensor = self.loss(x, y)
+            return loss
+        return x
+
+
+def build_model(seed: int | None = 0) -> AbcClassifier:
+    """A fresh (untrained) classifier, its weights drawn from a private generator
+    so building one does not disturb the caller's random state."""
+    if seed is None:
+        return AbcClassifier()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AbcClassifier()
+
+
+def label(text: str) -> int:
+    """The ground truth: 0 if `text` contains 'a', else 1 for 'b', else 2 for 'c'."""
+    _validate(text)
+    for cls, ch in enumerate("abc"):
+        if ch in text:
+            return cls
+    raise ValueError(f"{text!r} contains none of 'a', 'b', 'c', so it has no class under the abc rule")
+
+
+def encode(texts: Sequence[str]) -> torch.Tensor:
+    """Strings -> a (batch, 6) long tensor of vocabulary indices (0 = padding)."""
+    if isinstance(texts, str):
+        raise TypeError(f"encode() takes a list of strings, got the single string {texts!r}")
+    rows = []
+    for text in texts:
+        _validate(text)
+        rows.append([_INDEX[ch] for ch in text] + [0] * (SEQ_LEN - len(text)))
+    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), SEQ_LEN)
+
+
+def _validate(text: str) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"expected a string of 5 or 6 ASCII letters, got {type(text).__name__}")
+    if len(text) not in (5, 6):
+        raise ValueError(f"{text!r} has {len(text)} characters; the abc model takes strings of 5 or 6 ASCII letters")
+    bad = sorted({ch for ch in text if ch not in _INDEX})
+    if bad:
+        raise ValueError(f"{text!r} contains {''.join(bad)!r}, outside the vocabulary of the 52 ASCII letters")

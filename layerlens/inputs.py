@@ -1,0 +1,120 @@
+"""Normalise and validate what `trace` is given to run the model on.
+
+`x` is a tensor or a tuple of positional inputs; `input_size` (one shape or a
+list of shapes) with `dtypes` builds random inputs on the model's device from
+a private generator, so the global RNG is untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .flatten import contains_tensor
+
+ShapeLike = Sequence[int]
+
+
+def positional_inputs(x: Any, input_size: Any, dtypes: Any, model: nn.Module, seed: int) -> tuple[Any, ...]:
+    """The positional arguments for `model(*args)`."""
+    if x is not None and input_size is not None:
+        raise TypeError("trace() takes inputs x or input_size=..., not both")
+    if x is None and input_size is None:
+        raise TypeError(
+            "trace() needs inputs: pass x (a tensor, or a tuple of positional inputs) "
+            "or input_size=(...) with dtypes=[...]"
+        )
+    if x is None:
+        return random_inputs(input_size, dtypes, model, seed)
+    if dtypes is not None:
+        raise TypeError("dtypes=... goes with input_size=...; x already has its dtypes")
+    return x if isinstance(x, tuple) else (x,)
+
+
+def check_inputs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """Reject inputs that cannot be what the user meant, with a hint."""
+    for where, value in [
+        *((f"input {i}", a) for i, a in enumerate(args)),
+        *((f"kwargs[{k!r}]", v) for k, v in kwargs.items()),
+    ]:
+        _reject_foreign(value, where)
+    if not contains_tensor((args, dict(kwargs))):
+        kinds = ", ".join(type(a).__name__ for a in args) or "nothing"
+        raise TypeError(
+            f"trace() inputs contain no tensor (got {kinds}); pass a torch.Tensor, a tuple of "
+            "positional inputs, or input_size=... to make random ones"
+        )
+
+
+def _reject_foreign(value: Any, where: str, depth: int = 0) -> None:
+    if isinstance(value, np.ndarray):
+        raise TypeError(f"{where} is a numpy.ndarray; convert it with torch.from_numpy(...) first")
+    if depth < 8 and isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _reject_foreign(item, f"{where}[{i}]", depth + 1)
+    elif depth < 8 and isinstance(value, Mapping):
+        for k, item in value.items():
+            _reject_foreign(item, f"{where}[{k!r}]", depth + 1)
+
+
+def random_inputs(input_size: Any, dtypes: Any, model: nn.Module, seed: int) -> tuple[torch.Tensor, ...]:
+    """Random tensors of the given shapes on the model's device: normal floats,
+    and integers that are valid indices for every Embedding in the model."""
+    shapes = _shapes(input_size)
+    kinds = _dtypes(dtypes, len(shapes))
+    device = model_device(model)
+    gen = torch.Generator().manual_seed(seed)
+    high = _index_bound(model)
+    return tuple(_random(shape, dtype, gen, high).to(device) for shape, dtype in zip(shapes, kinds, strict=True))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU when it has none)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _random(shape: tuple[int, ...], dtype: torch.dtype, gen: torch.Generator, high: int) -> torch.Tensor:
+    if dtype == torch.bool:
+        return torch.randint(0, 2, shape, generator=gen).bool()
+    if dtype.is_floating_point or dtype.is_complex:
+        return torch.randn(shape, generator=gen).to(dtype)
+    return torch.randint(0, high, shape, generator=gen, dtype=dtype)
+
+
+def _index_bound(model: nn.Module) -> int:
+    sizes = [m.num_embeddings for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+    return min(sizes) if sizes else 2
+
+
+def _shapes(input_size: Any) -> list[tuple[int, ...]]:
+    if isinstance(input_size, torch.Size) or (
+        isinstance(input_size, Sequence) and all(isinstance(d, int) for d in input_size)
+    ):
+        shapes = [tuple(input_size)]
+    elif isinstance(input_size, Sequence) and all(isinstance(s, Sequence) for s in input_size):
+        shapes = [tuple(s) for s in input_size]
+    else:
+        raise TypeError(f"input_size must be a shape like (64, 6) or a list of shapes, got {input_size!r}")
+    for s in shapes:
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in s):
+            raise ValueError(f"input_size: every dimension must be an int >= 0, got {s!r}")
+    return shapes
+
+
+def _dtypes(dtypes: Any, n: int) -> list[torch.dtype]:
+    if dtypes is None:
+        return [torch.float32] * n
+    if isinstance(dtypes, torch.dtype):
+        dtypes = [dtypes]
+    kinds = list(dtypes)
+    if len(kinds) == 1 and n > 1:
+        kinds = kinds * n
+    if len(kinds) != n or not all(isinstance(d, torch.dtype) for d in kinds):
+        raise ValueError(f"dtypes must be {n} torch dtype(s), one per input shape; got {dtypes!r}")
+    return kinds

@@ -1,0 +1,228 @@
+"""The hot path: a pair of global module hooks that record every call of the
+traced model's modules, and nothing else.
+
+PyTorch's global forward hooks (`register_module_forward_pre_hook` /
+`register_module_forward_hook`) fire for every module in the process; a
+precomputed `id(module)` map filters them to the traced model, so other models
+running meanwhile are untouched, and installing them costs two dict entries
+instead of two hooks per module. The post hook is registered with
+`always_call=True`, so a module that raises is still seen, and `with_kwargs`,
+so keyword arguments to submodules are recorded.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules import module as torch_module
+from torch.utils.hooks import RemovableHandle
+
+from .capture import Capture
+from .flatten import flatten
+from .inspectors.registry import Probe, probe_for
+from .records import TensorInfo
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """What is known about one module of the traced model before it runs."""
+
+    name: str
+    depth: int
+    probe: Probe | None
+    registered: bool = True
+
+
+class Call:
+    """One module call while it is being recorded."""
+
+    __slots__ = (
+        "after",
+        "args",
+        "call_index",
+        "error",
+        "index",
+        "info",
+        "inputs",
+        "measures",
+        "module",
+        "other_inputs",
+        "other_outputs",
+        "outputs",
+        "parent",
+        "probe_state",
+        "training",
+    )  # fmt: skip
+
+    def __init__(self, module: nn.Module, info: ModuleInfo, call_index: int, index: int, parent: int | None) -> None:
+        self.module = module
+        self.index = index
+        self.parent = parent
+        self.info = info
+        self.call_index = call_index
+        self.training = module.training
+        self.inputs: list[TensorInfo] = []
+        self.outputs: list[TensorInfo] = []
+        self.other_inputs: list[tuple[str, str]] = []
+        self.other_outputs: list[tuple[str, str]] = []
+        self.error: BaseException | None = None
+        self.measures: dict[str, Any] = {}
+        self.probe_state: Any = None
+        self.args: tuple[Any, ...] | None = None
+        self.after: int | None = None  # for a failed call: the last call completed before it
+
+
+class Recorder:
+    """Records the calls of one model's modules between `install` and `remove`."""
+
+    def __init__(
+        self,
+        root: nn.Module,
+        capture: Capture,
+        root_kwargs: dict[str, Any],
+        probes: bool,
+    ) -> None:
+        self.root = root
+        self.capture = capture
+        self.calls: list[Call] = []
+        self.failed: list[Call] = []
+        self.warnings: list[str] = []
+        self._root_kwargs = root_kwargs
+        self._probes = probes
+        self._stack: list[Call] = []
+        self._last_done: int | None = None
+        self._counts: dict[int, int] = {}
+        self._known = self._index(root, probes)
+        self._unregistered: dict[int, ModuleInfo] = {}
+        self._thread = threading.get_ident()
+        self._handles: list[RemovableHandle] = []
+
+    @staticmethod
+    def _index(root: nn.Module, probes: bool) -> dict[int, ModuleInfo]:
+        known = {}
+        for name, m in root.named_modules():
+            depth = 0 if not name else name.count(".") + 1
+            known[id(m)] = ModuleInfo(name, depth, probe_for(type(m)) if probes else None)
+        return known
+
+    def install(self) -> None:
+        """Register the global hook pair."""
+        self._handles = [
+            torch_module.register_module_forward_pre_hook(self._pre),
+            torch_module.register_module_forward_hook(self._post, with_kwargs=True, always_call=True),
+        ]
+
+    def remove(self) -> None:
+        """Remove the global hook pair; safe to call more than once."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    # -- hooks ------------------------------------------------------------------
+
+    def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        info = self._known.get(id(module))
+        if info is None and not self._stack:
+            return None
+        if threading.get_ident() != self._thread:
+            return None
+        try:
+            self._enter(module, info or self._stranger(module), args)
+        except Exception as exc:  # a recording bug must never break the user's forward
+            self._warn(f"recording the inputs of {type(module).__name__} failed: {exc!r}")
+        return None
+
+    def _post(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
+        if not self._stack or threading.get_ident() != self._thread:
+            return None
+        call = self._pop(module)
+        if call is None:
+            return None
+        try:
+            if len(rest) == 2:  # normal return: (kwargs, output)
+                self._leave(call, args, rest[0], rest[1])
+                self._last_done = call.index
+            else:  # the forward raised: PyTorch passes (output,) and we are inside its except
+                call.error = sys.exc_info()[1]
+                call.after = self._last_done
+                self.failed.append(call)
+        except Exception as exc:
+            self._warn(f"recording the outputs of {call.info.name or 'the model'} failed: {exc!r}")
+        return None
+
+    # -- recording --------------------------------------------------------------
+
+    def _enter(self, module: nn.Module, info: ModuleInfo, args: tuple[Any, ...]) -> None:
+        key = id(module)
+        index = self._counts.get(key, 0)
+        self._counts[key] = index + 1
+        parent = self._stack[-1].index if self._stack else None
+        call = Call(module, info, index, len(self.calls), parent)
+        call.args = args
+        self.calls.append(call)
+        self._stack.append(call)
+        self._capture(args, call.inputs, call.other_inputs, "", info.name)
+        if module is self.root and len(self._stack) == 1 and self._root_kwargs:
+            self._capture(self._root_kwargs, call.inputs, call.other_inputs, "", info.name)
+        if info.probe is not None and info.probe.before is not None:
+            call.probe_state = info.probe.before(module, args)
+
+    def _leave(self, call: Call, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        name = call.info.name
+        if kwargs and not (call.module is self.root and not self._stack):
+            self._capture(kwargs, call.inputs, call.other_inputs, "", name)
+        self._capture(output, call.outputs, call.other_outputs, "", name)
+        call.args = None
+        probe = call.info.probe
+        if probe is not None:
+            try:
+                found = probe.after(call.module, args, output, call.probe_state)
+            except Exception as exc:
+                self._warn(f"{name}: measuring {type(call.module).__name__} for its checks failed: {exc!r}")
+                return
+            finally:
+                call.probe_state = None
+            for key, value in found.items():
+                call.measures[key] = self.capture.defer(value) if isinstance(value, torch.Tensor) else value
+
+    def _capture(self, obj: Any, into: list[TensorInfo], others: list[tuple[str, str]], path: str, name: str) -> None:
+        tensors: list[tuple[str, torch.Tensor]] = []
+        flatten(obj, tensors, others, path)
+        tensor = self.capture.tensor
+        into.extend(tensor(p, t, name) for p, t in tensors)
+
+    def _pop(self, module: nn.Module) -> Call | None:
+        """Close the innermost open call of `module` (and any left open inside it)."""
+        for i in range(len(self._stack) - 1, -1, -1):
+            if self._stack[i].module is module:
+                call = self._stack[i]
+                del self._stack[i:]
+                return call
+        return None
+
+    def _stranger(self, module: nn.Module) -> ModuleInfo:
+        """A module called inside the forward that is not registered in the model."""
+        info = self._unregistered.get(id(module))
+        if info is None:
+            parent = self._stack[-1].info
+            kind = type(module).__name__
+            prefix = f"{parent.name}." if parent.name else ""
+            same = sum(1 for i in self._unregistered.values() if i.name.startswith(f"{prefix}<{kind}"))
+            name = f"{prefix}<{kind}>" if not same else f"{prefix}<{kind}:{same}>"
+            info = ModuleInfo(name, parent.depth + 1, probe_for(type(module)) if self._probes else None, False)
+            self._unregistered[id(module)] = info
+            self._warn(
+                f"{name}: a {kind} was called inside {parent.name or 'the model'} but is not registered "
+                "as a submodule (kept in a plain list or dict, or created in forward?): its parameters "
+                "are invisible to model.parameters(), optimizers and state_dict"
+            )
+        return info
+
+    def _warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)

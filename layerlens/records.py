@@ -1,0 +1,143 @@
+"""What one trace records: tensor facts, checks, and one record per module call.
+
+These are plain data classes with no reference to the model or to any live
+tensor, so a `Trace` can be kept, compared, serialised and reloaded freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Summary statistics of one tensor, computed on its own device.
+
+    `std` is the sample standard deviation (`torch.std`'s default). Integer
+    and bool tensors get the same fields (a bool's mean is its fraction of
+    True); NaN/Inf propagate into min/max/mean/std, and are counted.
+    """
+
+    min: float
+    max: float
+    mean: float
+    std: float
+    nan_count: int
+    inf_count: int
+    zero_fraction: float
+
+
+@dataclass
+class TensorInfo:
+    """One tensor seen at a layer boundary: where it sat, its shape and values.
+
+    `path` locates it in the call's arguments or result, e.g. `"0"` for the
+    first positional input, `"1.0"` for `h` in an LSTM's `(out, (h, c))`,
+    `"mask"` for a keyword argument.
+    """
+
+    path: str
+    shape: Shape
+    dtype: str
+    device: str
+    requires_grad: bool = False
+    stats: TensorStats | None = None
+    value: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def numel(self) -> int:
+        """Number of elements."""
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    def describe(self) -> str:
+        """Shape as `[64, 6]`, with the dtype appended when it is not float32."""
+        text = "[" + ", ".join(str(d) for d in self.shape) + "]"
+        return text if self.dtype == "float32" else f"{text} {self.dtype}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one consistency check on one layer call.
+
+    `message` is one readable sentence, with the formula and its numbers.
+    """
+
+    name: str
+    ok: bool
+    expected: Any
+    actual: Any
+    message: str
+
+    def __bool__(self) -> bool:
+        return bool(self.ok)
+
+
+@dataclass
+class LayerRecord:
+    """Everything recorded about one call of one module.
+
+    Records never hold the module itself: `name` and `type_name` identify it.
+    `type_path` lists the qualified class names of the module's type and its
+    bases (below `nn.Module`), so type queries can match base classes.
+    `parent` is the index in the trace of the call this one ran inside (None
+    for the root); `depth` comes from the qualified name, as in the API.
+    """
+
+    name: str
+    type_name: str
+    depth: int
+    call_index: int
+    inputs: tuple[TensorInfo, ...] = ()
+    outputs: tuple[TensorInfo, ...] = ()
+    num_params: int = 0
+    trainable_params: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    training: bool = False
+    registered: bool = True
+    type_path: tuple[str, ...] = ()
+    other_inputs: tuple[tuple[str, str], ...] = ()
+    other_outputs: tuple[tuple[str, str], ...] = ()
+    error: str | None = None
+    parent: int | None = None
+    measures: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def input_shapes(self) -> tuple[Shape, ...]:
+        """Shapes of all tensor inputs, in flattened order."""
+        return tuple(t.shape for t in self.inputs)
+
+    @property
+    def output_shapes(self) -> tuple[Shape, ...]:
+        """Shapes of all tensor outputs, in flattened order."""
+        return tuple(t.shape for t in self.outputs)
+
+    @property
+    def failures(self) -> list[Check]:
+        """The checks of this call that did not hold."""
+        return [c for c in self.checks if not c.ok]
+
+    @property
+    def ok(self) -> bool:
+        """True when the call completed and every check held."""
+        return self.error is None and all(c.ok for c in self.checks)
+
+    @property
+    def label(self) -> str:
+        """The name as shown to people: `(root)` for the root, `#k` for repeat calls."""
+        base = self.name or "(root)"
+        return base if self.call_index == 0 else f"{base} #{self.call_index}"
+
+    def is_instance_of(self, cls: type | str) -> bool:
+        """Whether the recorded module's type is `cls` or derives from it."""
+        if isinstance(cls, str):
+            return cls == self.type_name or any(p == cls or p.rsplit(".", 1)[-1] == cls for p in self.type_path)
+        return f"{cls.__module__}.{cls.__qualname__}" in self.type_path

@@ -1,0 +1,162 @@
+"""`Trace.table()`: one row per call with tree-indented names, via `tabulate`."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+import tabulate as _tabulate
+
+from ..records import LayerRecord, TensorStats
+from .facts import key_facts
+
+DEFAULT_COLUMNS = ("layer", "type", "input", "output", "params", "checks")
+
+_PRESERVE = "preserve_whitespace" in inspect.signature(_tabulate.tabulate).parameters
+
+
+def _stat(field: str, fmt: Callable[[float], str] = lambda v: f"{v:.4g}") -> Callable[[LayerRecord], str]:
+    def cell(r: LayerRecord) -> str:
+        s = _main_stats(r)
+        return fmt(getattr(s, field)) if s is not None else ""
+
+    return cell
+
+
+def _main_stats(r: LayerRecord) -> TensorStats | None:
+    return r.outputs[0].stats if r.outputs else None
+
+
+def _nonfinite(r: LayerRecord) -> str:
+    s = _main_stats(r)
+    if s is None:
+        return ""
+    return f"{s.nan_count} nan, {s.inf_count} inf" if s.nan_count or s.inf_count else "0"
+
+
+def _shapes(infos: Sequence[object]) -> str:
+    return ", ".join(t.describe() for t in infos)  # type: ignore[attr-defined]
+
+
+def _params(r: LayerRecord) -> str:
+    return f"{r.num_params:,}" if r.call_index == 0 else "(reused)"
+
+
+def _checks(r: LayerRecord) -> str:
+    if r.error is not None:
+        return f"✗ raised {r.error.split(':', 1)[0]}"
+    failed = sorted({c.name for c in r.checks if not c.ok})
+    if failed:
+        return "✗ " + ", ".join(failed)
+    return "✓" if r.checks else ""
+
+
+_COLUMNS: dict[str, tuple[str, Callable[[LayerRecord], str]]] = {
+    "type": ("Type", lambda r: r.type_name),
+    "input": ("Input", lambda r: _shapes(r.inputs)),
+    "output": ("Output", lambda r: _shapes(r.outputs)),
+    "params": ("Params", _params),
+    "checks": ("Checks", _checks),
+    "details": ("Details", key_facts),
+    "dtype": ("Out dtype", lambda r: r.outputs[0].dtype if r.outputs else ""),
+    "device": ("Device", lambda r: r.outputs[0].device if r.outputs else ""),
+    "train": ("Mode", lambda r: "train" if r.training else "eval"),
+    "trainable": ("Trainable", lambda r: f"{r.trainable_params:,}"),
+    "mean": ("Out mean", _stat("mean")),
+    "std": ("Out std", _stat("std")),
+    "min": ("Out min", _stat("min")),
+    "max": ("Out max", _stat("max")),
+    "zeros": ("Out zeros", _stat("zero_fraction", lambda v: f"{v:.1%}")),
+    "nonfinite": ("Out NaN/Inf", _nonfinite),
+}
+COLUMNS = ("layer", *_COLUMNS)
+
+
+def render_table(
+    trace: object, fmt: str = "simple", columns: Sequence[str] | None = None, depth: int | None = None
+) -> str:
+    """The table text for `trace` in tabulate format `fmt`."""
+    from ..result import Trace
+
+    assert isinstance(trace, Trace)
+    cols = _check_columns(columns)
+    if fmt not in _tabulate.tabulate_formats:
+        raise ValueError(f"unknown table format {fmt!r}; tabulate knows {', '.join(_tabulate.tabulate_formats)}")
+    shown = [i for i, r in enumerate(trace.records) if depth is None or r.depth <= depth]
+    names = _tree_names(trace.records, shown)
+    rows = [[names[k] if c == "layer" else _COLUMNS[c][1](trace.records[i]) for c in cols] for k, i in enumerate(shown)]
+    rows.append(_totals(trace, cols))
+    headers = ["Layer" if c == "layer" else _COLUMNS[c][0] for c in cols]
+    text = _tabulate_text(rows, headers, fmt)
+    notes = [f"warning: {w}" for w in trace.warnings]
+    if trace.error:
+        notes.insert(0, f"error: {trace.error}")
+    return "\n".join([text, *notes])
+
+
+def _check_columns(columns: Sequence[str] | None) -> list[str]:
+    cols = list(DEFAULT_COLUMNS if columns is None else columns)
+    unknown = [c for c in cols if c not in COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown table column(s) {unknown}; choose from {', '.join(COLUMNS)}")
+    return cols
+
+
+def _totals(trace: object, cols: list[str]) -> list[str]:
+    from ..result import Trace
+
+    assert isinstance(trace, Trace)
+    s = trace.summary()
+    cells = {
+        "layer": "Total",
+        "type": f"{s.layer_calls} calls",
+        "params": f"{s.total_params:,} ({s.trainable_params:,} trainable)",
+        "checks": f"{s.checks - s.failures}/{s.checks} ✓" if not s.failures else f"✗ {s.failures} of {s.checks} failed",
+        "trainable": f"{s.trainable_params:,}",
+    }
+    return [cells.get(c, "") for c in cols]
+
+
+def _tree_names(records: list[LayerRecord], shown: list[int]) -> list[str]:
+    """Labels of the shown records (indices into `records`), indented under the
+    call they ran inside, with tree glyphs."""
+    pos = {ti: k for k, ti in enumerate(shown)}
+    parents: list[int | None] = []
+    for ti in shown:
+        p = records[ti].parent
+        while p is not None and p not in pos:  # an enclosing call hidden by `depth`
+            p = records[p].parent
+        parents.append(pos[p] if p is not None else None)
+    last_child = {p: k for k, p in enumerate(parents)}
+    names = []
+    for k, ti in enumerate(shown):
+        p = parents[k]
+        if p is None:
+            names.append(records[ti].label)
+            continue
+        prefix = "└─ " if last_child[p] == k else "├─ "
+        up: int | None = p
+        while up is not None and parents[up] is not None:
+            prefix = ("   " if last_child[parents[up]] == up else "│  ") + prefix
+            up = parents[up]
+        names.append(prefix + _short(records[ti], records[shown[p]]))
+    return names
+
+
+def _short(r: LayerRecord, parent: LayerRecord) -> str:
+    """The name relative to the parent call's module, when it is nested in it."""
+    if parent.name and r.name.startswith(parent.name + "."):
+        base = r.name[len(parent.name) + 1 :]
+        return base if r.call_index == 0 else f"{base} #{r.call_index}"
+    return r.label
+
+
+def _tabulate_text(rows: list[list[str]], headers: list[str], fmt: str) -> str:
+    if _PRESERVE:
+        return _tabulate.tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True, preserve_whitespace=True)
+    old = _tabulate.PRESERVE_WHITESPACE
+    _tabulate.PRESERVE_WHITESPACE = True
+    try:
+        return _tabulate.tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+    finally:
+        _tabulate.PRESERVE_WHITESPACE = old

@@ -1,0 +1,192 @@
+"""`Trace`: the records of one forward pass, with queries and output methods.
+
+A Trace holds no reference to the model or to live tensors; it can be saved
+to JSON and loaded back (`layerlens.load_trace`) without the model.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, overload
+
+import torch
+
+from .records import Check, LayerRecord
+
+
+@dataclass(frozen=True)
+class TraceMeta:
+    """Facts about the traced model and how it was traced."""
+
+    model_type: str
+    total_params: int
+    trainable_params: int
+    param_bytes: int
+    buffer_bytes: int
+    values: str | None
+    mode: str | None
+    grad: bool
+    torch_version: str
+    layerlens_version: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The totals of a trace, as numbers (`Trace.summary()`)."""
+
+    total_params: int
+    trainable_params: int
+    non_trainable_params: int
+    param_bytes: int
+    buffer_bytes: int
+    output_bytes: int
+    layer_calls: int
+    modules_called: int
+    checks: int
+    failures: int
+
+
+class Trace:
+    """A sequence of `LayerRecord`, one per module call, in call-start order."""
+
+    def __init__(
+        self,
+        records: Sequence[LayerRecord],
+        meta: TraceMeta,
+        warnings: Sequence[str] = (),
+        error: str | None = None,
+    ) -> None:
+        self.records: list[LayerRecord] = list(records)
+        self.meta = meta
+        self.warnings: list[str] = list(warnings)
+        self.error = error
+        self._by_name: dict[str, list[LayerRecord]] = {}
+        for r in self.records:
+            self._by_name.setdefault(r.name, []).append(r)
+
+    # -- sequence and lookups -------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[LayerRecord]:
+        return iter(self.records)
+
+    @overload
+    def __getitem__(self, key: int | str) -> LayerRecord: ...
+    @overload
+    def __getitem__(self, key: slice) -> list[LayerRecord]: ...
+
+    def __getitem__(self, key: int | str | slice) -> LayerRecord | list[LayerRecord]:
+        if isinstance(key, str):
+            return self.calls(key)[0]
+        return self.records[key]
+
+    def calls(self, name: str) -> list[LayerRecord]:
+        """Every call of the module with this qualified name, in order."""
+        found = self._by_name.get(name)
+        if not found:
+            raise KeyError(self._unknown(name))
+        return list(found)
+
+    def of_type(self, cls: type | str) -> list[LayerRecord]:
+        """Records of modules of type `cls` (subclasses included), or whose class
+        (or a base class) has the name `cls`."""
+        return [r for r in self.records if r.is_instance_of(cls)]
+
+    def _unknown(self, name: str) -> str:
+        close = difflib.get_close_matches(name, list(self._by_name), n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        return f"no module named {name!r} was called in this trace{hint}"
+
+    # -- checks ---------------------------------------------------------------
+
+    @property
+    def checks(self) -> list[Check]:
+        """Every check of every call."""
+        return [c for r in self.records for c in r.checks]
+
+    @property
+    def failures(self) -> list[Check]:
+        """The checks that did not hold."""
+        return [c for c in self.checks if not c.ok]
+
+    @property
+    def ok(self) -> bool:
+        """True when the forward completed and every check held."""
+        return self.error is None and not self.failures
+
+    # -- totals ---------------------------------------------------------------
+
+    def summary(self) -> Summary:
+        """Totals: unique parameters (tied weights once), calls, checks, bytes."""
+        parents = {r.parent for r in self.records}
+        leaves = [r for i, r in enumerate(self.records) if i not in parents]
+        out_bytes = sum(t.numel * _itemsize(t.dtype) for r in leaves for t in r.outputs)
+        m = self.meta
+        return Summary(
+            total_params=m.total_params,
+            trainable_params=m.trainable_params,
+            non_trainable_params=m.total_params - m.trainable_params,
+            param_bytes=m.param_bytes,
+            buffer_bytes=m.buffer_bytes,
+            output_bytes=out_bytes,
+            layer_calls=len(self.records),
+            modules_called=len(self._by_name),
+            checks=len(self.checks),
+            failures=len(self.failures),
+        )
+
+    # -- output ---------------------------------------------------------------
+
+    def table(self, fmt: str = "simple", columns: Sequence[str] | None = None, depth: int | None = None) -> str:
+        """The records as a table (any `tabulate` format) with a totals row."""
+        from .render.table import render_table
+
+        return render_table(self, fmt=fmt, columns=columns, depth=depth)
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """The trace as JSON (schema `layerlens.trace/1`), without full values."""
+        from .render.json_trace import dumps
+
+        return dumps(self, indent=indent)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the JSON to `path`; full values, if any, to an `.npz` beside it."""
+        from .render.json_trace import save
+
+        return save(self, Path(path))
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        state = (
+            "ok"
+            if self.ok
+            else (f"error: {self.error.splitlines()[0]}" if self.error else f"{len(self.failures)} failed checks")
+        )
+        return f"<Trace of {self.meta.model_type}: {len(self)} calls, {state}>"
+
+    def _repr_html_(self) -> str:
+        return self.table(fmt="html")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Trace):
+            return NotImplemented
+        return (self.records, self.meta, self.warnings, self.error) == (
+            other.records,
+            other.meta,
+            other.warnings,
+            other.error,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _itemsize(dtype: str) -> int:
+    kind: Any = getattr(torch, dtype, None)
+    return int(kind.itemsize) if isinstance(kind, torch.dtype) else 0

@@ -1,0 +1,292 @@
+"""`trace()`: hooks in, one forward, hooks out, state restored, records built.
+
+The order matters and is the whole design: validate everything before
+touching the model; snapshot its state; run the forward with the recorder
+installed; remove the recorder; move captured statistics to the host in one
+go; run the inspectors while the model is still in the mode it ran in; then
+restore the state, whatever happened.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ._version import __version__
+from .capture import DEFAULT_MAX_BYTES, Capture
+from .errors import LayerlensWarning, TraceError, expected_by, failure_message
+from .inputs import check_inputs, positional_inputs
+from .inspectors.registry import InspectorOverrides, inspector_for
+from .recorder import Call, Recorder
+from .records import Check, LayerRecord
+from .result import Trace, TraceMeta
+from .state import StateGuard, disable_fused_paths
+
+Values = Literal["stats", "full", "none"] | None
+Mode = Literal["train", "eval"] | None
+
+
+def trace(
+    model: nn.Module,
+    x: Any = None,
+    *,
+    kwargs: Mapping[str, Any] | None = None,
+    input_size: Any = None,
+    dtypes: Any = None,
+    values: Values = "stats",
+    mode: Mode = None,
+    grad: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    inspectors: InspectorOverrides | None = None,
+    snapshot_params: bool = False,
+    seed: int = 0,
+) -> Trace:
+    """Run one forward pass of `model` and record every module call.
+
+    `x` is a tensor or a tuple of positional inputs; `kwargs` are keyword
+    inputs for `model.forward`. Instead of `x`, `input_size` (a shape or list
+    of shapes) and `dtypes` make random inputs on the model's device.
+    `values`: `"stats"` (per-tensor statistics), `"full"` (also CPU numpy
+    copies, up to `max_bytes`), or None (shapes and dtypes only).
+    `mode` runs the model in train or eval mode for this call only.
+    `inspectors` overrides inspectors by module type for this call.
+    The model's parameters, buffers, train/eval flags, RNG states and hooks are
+    as before afterwards; parameters edited in place by the forward are only
+    restored with `snapshot_params=True` (otherwise reported as a warning).
+    Raises `TraceError` if the forward raises.
+    """
+    _check_model(model)
+    values = _check_values(values)
+    if mode not in (None, "train", "eval"):
+        raise ValueError(f"mode must be 'train', 'eval' or None, got {mode!r}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise TypeError(f"kwargs must be a dict of keyword inputs for forward, got {type(kwargs).__name__}")
+    root_kwargs = dict(kwargs or {})
+    model, notes = _traceable(model)
+    args = positional_inputs(x, input_size, dtypes, model, seed)
+    check_inputs(args, root_kwargs)
+
+    capture = Capture(values, max_bytes)
+    recorder = Recorder(model, capture, root_kwargs, probes=values is not None)
+    guard = StateGuard(model, snapshot_params)
+    failure: Exception | None = None
+    try:
+        if mode is not None:
+            model.train(mode == "train")
+        disable_fused_paths()
+        failure = _run(model, args, root_kwargs, recorder, grad)
+        capture.finalize()
+        records, broken = _build_records(recorder, capture, inspectors)
+    finally:
+        recorder.remove()
+        unrestorable = guard.restore()
+    notes += recorder.warnings + capture.warnings + broken
+    if unrestorable:
+        notes.append(
+            f"the forward edited parameters in place ({', '.join(unrestorable)}); they could not be "
+            "restored: trace with snapshot_params=True to have them restored"
+        )
+    result = Trace(records, _meta(model, values, mode, grad), notes)
+    if failure is not None:
+        raise _trace_error(result, recorder, failure) from failure
+    _emit(result.warnings)
+    return result
+
+
+def _check_model(model: Any) -> None:
+    if isinstance(model, nn.Module):
+        return
+    hint = ""
+    if isinstance(model, torch.Tensor):
+        hint = " (a tensor: did you pass model(x) instead of model?)"
+    elif isinstance(model, type) and issubclass(model, nn.Module):
+        hint = f" (the class {model.__name__}: pass an instance, e.g. {model.__name__}(...))"
+    raise TypeError(f"trace() expects an nn.Module as its first argument, got {type(model).__name__}{hint}")
+
+
+def _check_values(values: Any) -> Literal["stats", "full"] | None:
+    if values is None or values == "none":
+        return None
+    if values in ("stats", "full"):
+        return values  # type: ignore[no-any-return]
+    raise ValueError(f"values must be 'stats', 'full' or None, got {values!r}")
+
+
+def _traceable(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """Lazy modules initialise themselves in their first forward, which would
+    change the model: trace a copy of such a model instead."""
+    lazy = [n for n, m in model.named_modules() if _uninitialized(m)]
+    if not lazy:
+        return model, []
+    note = (
+        f"uninitialized lazy modules ({', '.join(n or '(root)' for n in lazy)}) would be initialised by "
+        "a forward pass: a copy of the model was traced, and the model itself is unchanged"
+    )
+    return copy.deepcopy(model), [note]
+
+
+def _uninitialized(module: nn.Module) -> bool:
+    lazy: Any = module
+    return isinstance(module, nn.modules.lazy.LazyModuleMixin) and bool(lazy.has_uninitialized_params())
+
+
+def _run(
+    model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], recorder: Recorder, grad: bool
+) -> Exception | None:
+    """One forward with the recorder installed; returns the exception it raised."""
+    recorder.install()
+    try:
+        with torch.enable_grad() if grad else torch.no_grad():
+            model(*args, **kwargs)
+    except Exception as exc:
+        return exc
+    finally:
+        recorder.remove()
+    return None
+
+
+def _build_records(
+    recorder: Recorder, capture: Capture, overrides: InspectorOverrides | None
+) -> tuple[list[LayerRecord], list[str]]:
+    """One LayerRecord per call, inspected; and notes about inspectors that broke."""
+    params: dict[int, tuple[int, int]] = {}
+    records, broken = [], []
+    for call in recorder.calls:
+        total, trainable = _param_counts(call.module, params)
+        record = LayerRecord(
+            name=call.info.name,
+            type_name=type(call.module).__name__,
+            depth=call.info.depth,
+            call_index=call.call_index,
+            inputs=tuple(call.inputs),
+            outputs=tuple(call.outputs),
+            num_params=total,
+            trainable_params=trainable,
+            training=call.training,
+            registered=call.info.registered,
+            type_path=_type_path(type(call.module)),
+            other_inputs=tuple(call.other_inputs),
+            other_outputs=tuple(call.other_outputs),
+            error=_describe(call.error) if call.error is not None else None,
+            parent=call.parent,
+            measures={k: capture.resolve(v) for k, v in call.measures.items()},
+        )
+        note = _inspect(call.module, record, overrides)
+        if note and note not in broken:
+            broken.append(note)
+        records.append(record)
+    return records, broken
+
+
+def _inspect(module: nn.Module, record: LayerRecord, overrides: InspectorOverrides | None) -> str | None:
+    """Run the module's inspector; a broken inspector becomes a note, not a crash."""
+    fn = inspector_for(type(module), overrides)
+    note = None
+    if fn is not None:
+        try:
+            for item in fn(module, record) or ():
+                if not isinstance(item, Check):
+                    raise TypeError(f"inspectors must return or yield Check objects, got {type(item).__name__}")
+                record.checks.append(_plain_check(item))
+        except Exception as exc:
+            note = (
+                f"inspector {getattr(fn, '__qualname__', fn)!s} failed on {record.type_name} '{record.label}': {exc!r}"
+            )
+    record.details = {k: _plain(v) for k, v in record.details.items()}
+    return note
+
+
+def _plain_check(c: Check) -> Check:
+    """A check with a real bool and JSON-friendly values (inspectors may use tensors)."""
+    return Check(str(c.name), bool(c.ok), _plain(c.expected), _plain(c.actual), str(c.message))
+
+
+def _plain(value: Any) -> Any:
+    """Details as JSON-friendly values: tuples for sequences, str for the rest."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list, torch.Size)):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return _plain(value.item())
+    return str(value)
+
+
+def _param_counts(module: nn.Module, cache: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    key = id(module)
+    if key not in cache:
+        ps = list(module.parameters())
+        cache[key] = (sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad))
+    return cache[key]
+
+
+_TYPE_PATHS: dict[type, tuple[str, ...]] = {}
+
+
+def _type_path(cls: type) -> tuple[str, ...]:
+    path = _TYPE_PATHS.get(cls)
+    if path is None:
+        stop = cls.__mro__.index(nn.Module)
+        path = _TYPE_PATHS[cls] = tuple(f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__[:stop])
+    return path
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _meta(model: nn.Module, values: str | None, mode: str | None, grad: bool) -> TraceMeta:
+    params = list(model.parameters())
+    return TraceMeta(
+        model_type=type(model).__name__,
+        total_params=sum(p.numel() for p in params),
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        param_bytes=sum(p.numel() * p.element_size() for p in params),
+        buffer_bytes=sum(b.numel() * b.element_size() for b in model.buffers()),
+        values=values,
+        mode=mode,
+        grad=grad,
+        torch_version=torch.__version__,
+        layerlens_version=__version__,
+    )
+
+
+def _trace_error(partial: Trace, recorder: Recorder, error: Exception) -> TraceError:
+    """Find the innermost call that raised this error and explain it."""
+    call = _failing_call(recorder.failed, error)
+    if call is None:
+        partial.error = f"forward failed before any module ran: {_describe(error)}"
+        return TraceError(partial.error, partial, None)
+    record = partial.records[call.index]
+    expected = expected_by(call.module, call.args or ())
+    if expected:
+        record.details["expected"] = expected
+    last = partial.records[call.after] if call.after is not None else None
+    partial.error = failure_message(record, error, expected, last)
+    return TraceError(partial.error, partial, record)
+
+
+def _failing_call(failed: list[Call], error: BaseException) -> Call | None:
+    """The first (innermost) failed call whose exception is, or led to, `error`."""
+    chain: list[BaseException] = []
+    e: BaseException | None = error
+    while e is not None and len(chain) < 16:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for call in failed:
+        if any(call.error is c for c in chain):
+            return call
+    return failed[-1] if failed else None
+
+
+def _emit(notes: list[str]) -> None:
+    for note in notes:
+        warnings.warn(note, LayerlensWarning, stacklevel=3)
