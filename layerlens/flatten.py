@@ -15,7 +15,6 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 _MAX_DEPTH = 32
-_SCALARS = (int, float, bool, str, bytes)
 
 
 def flatten(
@@ -36,6 +35,9 @@ def flatten(
     elif isinstance(obj, PackedSequence):
         tensors.append((_join(path, "data"), obj.data))
         tensors.append((_join(path, "batch_sizes"), obj.batch_sizes))
+    elif isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple: name the fields
+        for key, item in zip(obj._fields, obj, strict=False):
+            flatten(item, tensors, others, _join(path, key), depth + 1)
     elif isinstance(obj, (tuple, list)):
         for i, item in enumerate(obj):
             flatten(item, tensors, others, _join(path, str(i)), depth + 1)
@@ -58,8 +60,3 @@ def contains_tensor(obj: Any, depth: int = 0) -> bool:
 
 def _join(path: str, key: str) -> str:
     return key if not path else f"{path}.{key}"
-
-
-def is_plain_scalar(obj: Any) -> bool:
-    """Python scalars and strings: legitimate non-tensor arguments to a forward."""
-    return isinstance(obj, _SCALARS)

@@ -93,6 +93,10 @@ def _index_bound(model: nn.Module) -> int:
 
 
 def _shapes(input_size: Any) -> list[tuple[int, ...]]:
+    if isinstance(input_size, str) or (
+        isinstance(input_size, Sequence) and any(isinstance(s, str) for s in input_size)
+    ):
+        raise TypeError(f"input_size must be a shape like (64, 6) or a list of shapes, got {input_size!r}")
     if isinstance(input_size, torch.Size) or (
         isinstance(input_size, Sequence) and all(isinstance(d, int) for d in input_size)
     ):

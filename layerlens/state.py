@@ -2,9 +2,13 @@
 
 Covered: every submodule's own `training` flag, every buffer (BatchNorm
 running statistics included; in-place updates and reassignment both undone),
-parameters (reassignment undone; in-place edits detected, and undone when
-`snapshot_params=True`), the CPU/CUDA/Python/NumPy random states, and the
-multi-head-attention fast-path switch that the trace turns off.
+parameters (reassignment undone; in-place edits detected by the version
+counter, and undone when `snapshot_params=True`), the CPU/CUDA/Python/NumPy
+random states, and the multi-head-attention fast-path switch that the trace
+turns off.
+
+Buffers are always copied back: kernels such as batch norm update running
+statistics without bumping the version counter, so it cannot tell.
 """
 
 from __future__ import annotations
@@ -60,11 +64,10 @@ class StateGuard:
         with torch.no_grad():
             for qualname, slot in self._slots:
                 slot.table[slot.name] = slot.obj
-                if _version(slot.obj) != slot.version:
-                    if slot.copy is None:
-                        unrestorable.append(qualname)
-                    else:
-                        slot.obj.copy_(slot.copy)
+                if slot.copy is not None:
+                    slot.obj.copy_(slot.copy)
+                elif _version(slot.obj) != slot.version:
+                    unrestorable.append(qualname)
         _set_rng_state(self._rng)
         _set_fastpath(self._fastpath)
         return unrestorable

@@ -67,6 +67,7 @@ def trace(
     if kwargs is not None and not isinstance(kwargs, Mapping):
         raise TypeError(f"kwargs must be a dict of keyword inputs for forward, got {type(kwargs).__name__}")
     root_kwargs = dict(kwargs or {})
+    original = model
     model, notes = _traceable(model)
     args = positional_inputs(x, input_size, dtypes, model, seed)
     check_inputs(args, root_kwargs)
@@ -86,7 +87,7 @@ def trace(
         recorder.remove()
         unrestorable = guard.restore()
     notes += recorder.warnings + capture.warnings + broken
-    if unrestorable:
+    if unrestorable and model is original:
         notes.append(
             f"the forward edited parameters in place ({', '.join(unrestorable)}); they could not be "
             "restored: trace with snapshot_params=True to have them restored"

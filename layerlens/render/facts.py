@@ -49,10 +49,23 @@ _FACTS: tuple[tuple[str, str, Any], ...] = (
     ("p", "p", None),
     ("config", "", ""),
 )
+_LABELS = {key for key, _, _ in _FACTS}
+
+# Details kept for tables' other columns, JSON and checks, but too minor for a label.
+_QUIET = frozenset(
+    {
+        "mode", "bias", "training", "inplace", "dropout", "padding_mode", "return_indices",
+        "count_include_pad", "divisor_override", "max_norm", "scale_grad_by_freq", "sparse", "affine",
+        "elementwise_affine", "track_running_stats", "seq_len", "batch", "head_dim", "kdim", "vdim",
+        "add_zero_attn", "packed", "expected", "num_channels", "norm_type", "observed_drop_fraction",
+        "output_size_given",
+    }
+)  # fmt: skip
 
 
 def key_facts(record: LayerRecord) -> str:
-    """The record's notable details, space-separated."""
+    """The record's notable details, space-separated: the known ones abbreviated
+    and without their defaults, then any others (from custom inspectors) as they are."""
     parts = []
     details = record.details
     for key, label, default in _FACTS:
@@ -62,6 +75,9 @@ def key_facts(record: LayerRecord) -> str:
         if value is None or value == default or _all_equal(value, default):
             continue
         parts.append(_fact(label, value))
+    for key, value in details.items():
+        if key not in _LABELS and key not in _QUIET:
+            parts.append(_fact(key, value))
     return " ".join(parts)
 
 

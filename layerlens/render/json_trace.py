@@ -111,7 +111,7 @@ def _encode(value: Any) -> Any:
 def load_trace(source: str | Path) -> Trace:
     """A Trace from JSON text or from the path of a saved trace (with its `.npz`)."""
     path: Path | None = None
-    if isinstance(source, Path) or not source.lstrip().startswith("{"):
+    if isinstance(source, Path) or not source.lstrip().startswith(("{", "[")):
         path = Path(source)
         if not path.is_file():
             raise ValueError(f"load_trace: {str(source)[:80]!r} is neither JSON text nor an existing file")

@@ -1,0 +1,39 @@
+# Everything from a fresh machine: `make demo` runs the main job, `make test` the tests.
+# Both create .venv, install torch first (a CPU build where one is at hand), then
+# layerlens with its dev extras, and Graphviz's `dot` when running as root.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.layerlens-installed
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
+	  else echo "note: Graphviz 'dot' not found; install it (e.g. apt-get install graphviz) to render diagrams"; fi; }
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/layerlens trace --json layerlens-demo/trace.json
+	$(BIN)/layerlens trace --fmt github --columns layer,type,input,output,params,checks,details,mean,std,zeros > layerlens-demo/table.md
+	@echo "wrote layerlens-demo/trace.json and layerlens-demo/table.md"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check layerlens tests examples
+	$(BIN)/ruff format --check layerlens tests examples
+	$(BIN)/mypy layerlens
+
+clean:
+	rm -rf $(VENV) layerlens-demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,57 @@
+"""Shared models for the tests: small, deterministic, each showing one thing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+class ConvNet(nn.Module):
+    """Conv1d -> BatchNorm1d -> ReLU -> Dropout -> MaxPool1d -> flatten -> Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv1d(4, 8, kernel_size=3, padding=1),
+            nn.BatchNorm1d(8),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.MaxPool1d(2),
+        )
+        self.head = nn.Linear(8 * 16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+class Tagger(nn.Module):
+    """Embedding -> LSTM -> Linear per token; takes an optional keyword mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 8, padding_idx=0)
+        self.lstm = nn.LSTM(8, 6, batch_first=True)
+        self.out = nn.Linear(6, 3)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h, _ = self.lstm(self.embed(tokens))
+        logits: torch.Tensor = self.out(h)
+        if mask is not None:
+            logits = logits * mask.unsqueeze(-1)
+        return logits
+
+
+@pytest.fixture
+def convnet() -> ConvNet:
+    return ConvNet()
+
+
+@pytest.fixture
+def tagger() -> Tagger:
+    return Tagger()

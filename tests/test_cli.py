@@ -1,0 +1,97 @@
+"""The `layerlens` command: default abc model, MODULE:FACTORY, options, and
+errors as one clear line with a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from layerlens.cli import main
+
+
+def test_default_traces_the_abc_classifier(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trace"]) == 0
+    out = capsys.readouterr().out
+    for name in ("AbcClassifier", "├─ embedding", "├─ rnn", "└─ linear", "Total"):
+        assert name in out
+    assert "[6, 6] int64" in out
+
+
+def test_factory_with_input_size_dtype_format_and_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "mymodels.py").write_text(
+        textwrap.dedent(
+            """
+            from torch import nn
+            def build():
+                return nn.Sequential(nn.Embedding(30, 4), nn.Flatten(), nn.Linear(24, 2))
+            """
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    out_json = tmp_path / "out" / "t.json"
+    code = main(["trace", "mymodels:build", "--input-size", "64,6", "--dtype", "long", "--fmt", "github",
+                 "--json", str(out_json)])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| Layer") and "| Embedding" in out and "[64, 6] int64" in out
+    assert json.loads(out_json.read_text())["schema"] == "layerlens.trace/1"
+    assert main(["trace", str(tmp_path / "mymodels.py") + ":build", "--input-size", "2x6", "--dtype", "long"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["trace", "nosuchmodule:build", "--input-size", "2,3"], "cannot import 'nosuchmodule'"),
+        (["trace", "json:nothing", "--input-size", "2,3"], "'json' has no attribute 'nothing'"),
+        (["trace", "json", "--input-size", "2,3"], "model must be MODULE:FACTORY"),
+        (["trace", "json:dumps", "--input-size", "2,3"], "calling json:dumps failed"),
+        (["trace", "json:JSONDecoder", "--input-size", "2,3"], "returned JSONDecoder, not an nn.Module"),
+        (["trace", "--input-size", "2,a"], "--input-size must be integers"),
+        (["trace", "--input-size", "2,6", "--dtype", "floaty"], "unknown dtype 'floaty'"),
+        (["trace", "--columns", "layer,bogus"], "unknown table column"),
+        (["trace", "torch.nn:Identity"], "--input-size is required"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("layerlens: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_forward_failure_exits_2_with_the_explanation(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trace", "--input-size", "4,7", "--dtype", "long"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("layerlens: error: forward failed in 'linear' (Linear)")
+    assert "Linear(in_features=120) got last dim 140" in err
+
+
+def test_failed_checks_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "trimmed.py").write_text(
+        textwrap.dedent(
+            """
+            from torch import nn
+            class Trimmed(nn.Conv1d):
+                def forward(self, x):
+                    return super().forward(x)[..., :-1]
+            def build():
+                return Trimmed(1, 1, 3)
+            """
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["trace", "trimmed:build", "--input-size", "1,1,9"]) == 1
+
+
+def test_console_script_and_module_entry_point() -> None:
+    done = subprocess.run([sys.executable, "-m", "layerlens", "trace", "--depth", "0"], capture_output=True, text=True)
+    assert done.returncode == 0 and "AbcClassifier" in done.stdout and "rnn" not in done.stdout
+    done = subprocess.run([sys.executable, "-m", "layerlens", "--version"], capture_output=True, text=True)
+    assert done.stdout.startswith("layerlens ")

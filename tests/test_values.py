@@ -1,0 +1,170 @@
+"""values="stats" | "full" | None: statistics agree with numpy on the same data,
+copies are real copies, the memory budget holds, and no tensor is kept alive."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import layerlens as ll
+from layerlens.records import TensorStats
+
+
+def _numpy_stats(a: np.ndarray) -> TensorStats:
+    """Independent reference, in float64 numpy."""
+    f = a.astype(np.float64)
+    return TensorStats(
+        min=float(f.min()),
+        max=float(f.max()),
+        mean=float(f.mean()),
+        std=float(f.std(ddof=1)) if f.size > 1 else 0.0,
+        nan_count=int(np.isnan(f).sum()),
+        inf_count=int(np.isinf(f).sum()),
+        zero_fraction=float((f == 0).mean()),
+    )
+
+
+def _assert_stats(got: TensorStats | None, want: TensorStats) -> None:
+    assert got is not None
+    for field in ("min", "max", "mean", "std", "zero_fraction"):
+        np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-5, atol=1e-6, err_msg=field)
+    assert (got.nan_count, got.inf_count) == (want.nan_count, want.inf_count)
+
+
+def test_float_stats_match_numpy() -> None:
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU())
+    x = torch.randn(9, 5)
+    t = ll.trace(model, x)
+    with torch.no_grad():
+        hidden = model[0](x).numpy()
+    _assert_stats(t[0].inputs[0].stats, _numpy_stats(x.numpy()))
+    _assert_stats(t["0"].outputs[0].stats, _numpy_stats(hidden))
+    _assert_stats(t["1"].outputs[0].stats, _numpy_stats(np.maximum(hidden, 0)))
+    assert t["1"].outputs[0].stats.zero_fraction > 0  # type: ignore[union-attr]
+
+
+def test_integer_and_bool_stats_make_sense() -> None:
+    class Idx(nn.Module):
+        def forward(self, ids: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+            return ids * flags
+
+    ids = torch.tensor([[0, 3, 5], [7, 0, 2]])
+    flags = torch.tensor([[True, False, True], [True, True, False]])
+    t = ll.trace(Idx(), (ids, flags))
+    _assert_stats(t[0].inputs[0].stats, _numpy_stats(ids.numpy()))
+    s = t[0].inputs[1].stats
+    assert s is not None and (s.min, s.max) == (0.0, 1.0)
+    assert s.mean == pytest.approx(4 / 6)  # a bool's mean is its fraction of True
+    assert s.zero_fraction == pytest.approx(2 / 6)
+
+
+def test_nan_and_inf_are_counted() -> None:
+    x = torch.tensor([1.0, float("nan"), float("inf"), -float("inf"), 0.0, float("nan")])
+    t = ll.trace(nn.Identity(), x)
+    s = t[0].inputs[0].stats
+    assert s is not None
+    assert (s.nan_count, s.inf_count) == (2, 2)
+    assert s.zero_fraction == pytest.approx(1 / 6)
+
+
+def test_single_element_and_empty_tensors() -> None:
+    t = ll.trace(nn.Identity(), torch.tensor([3.5]))
+    s = t[0].inputs[0].stats
+    assert s is not None and (s.min, s.max, s.mean, s.std) == (3.5, 3.5, 3.5, 0.0)
+    t = ll.trace(nn.Identity(), torch.empty(0, 3))
+    assert t[0].inputs[0].stats is None and t[0].input_shapes == ((0, 3),)
+
+
+def test_half_precision_stats() -> None:
+    x = torch.randn(64, dtype=torch.float32)
+    for dtype in (torch.float16, torch.bfloat16):
+        t = ll.trace(nn.Identity(), x.to(dtype))
+        want = _numpy_stats(x.to(dtype).float().numpy())
+        got = t[0].inputs[0].stats
+        assert got is not None and t[0].inputs[0].dtype == str(dtype).removeprefix("torch.")
+        np.testing.assert_allclose([got.min, got.max], [want.min, want.max])
+        np.testing.assert_allclose(got.mean, want.mean, atol=1e-2)
+
+
+def test_inplace_layer_sees_its_input_before_it_is_overwritten() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True))
+    x = torch.randn(8, 4)
+    with torch.no_grad():
+        pre = model[0](x).numpy().copy()
+    t = ll.trace(model, x, values="full")
+    relu = t["1"]
+    assert relu.inputs[0].stats is not None and relu.inputs[0].stats.min == pytest.approx(pre.min())
+    np.testing.assert_array_equal(relu.inputs[0].value, pre)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(relu.outputs[0].value, np.maximum(pre, 0))  # type: ignore[arg-type]
+
+
+def test_full_values_are_independent_copies() -> None:
+    x = torch.randn(3, 4)
+    t = ll.trace(nn.Identity(), x, values="full")
+    value = t[0].inputs[0].value
+    assert isinstance(value, np.ndarray)
+    np.testing.assert_array_equal(value, x.numpy())
+    x.add_(1.0)
+    assert not np.array_equal(value, x.numpy())  # later edits of the tensor do not leak in
+
+
+def test_full_values_respect_the_budget() -> None:
+    model = nn.Sequential(*[nn.Linear(256, 256) for _ in range(4)])
+    x = torch.randn(64, 256)  # 64 KiB per activation
+    budget = 150 * 1024
+    with pytest.warns(ll.LayerlensWarning, match="max_bytes"):
+        t = ll.trace(model, x, values="full", max_bytes=budget)
+    kept = {id(i.value): i.value.nbytes for r in t for i in (*r.inputs, *r.outputs) if i.value is not None}
+    assert 0 < sum(kept.values()) <= budget
+    assert t[-1].outputs[0].value is None and t[-1].outputs[0].stats is not None
+    assert any("max_bytes" in w for w in t.warnings)
+
+
+def test_values_none_records_shapes_only(convnet: nn.Module) -> None:
+    t = ll.trace(convnet, torch.randn(2, 4, 32), values=None)
+    assert all(i.stats is None and i.value is None for r in t for i in (*r.inputs, *r.outputs))
+    assert t["features.0"].output_shapes == ((2, 8, 32),)
+    assert {c.name for c in t.checks} == {"conv_output_length", "pool_output_length"}
+
+
+def test_shared_tensor_is_summarised_once() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Identity())
+    t = ll.trace(model, torch.randn(2, 4), values="full")
+    # the Linear's output is the Identity's input: the same copy serves both
+    assert t["0"].outputs[0].value is t["1"].inputs[0].value
+    assert t["0"].outputs[0].stats == t["1"].inputs[0].stats
+
+
+def test_no_tensor_is_kept_alive_by_a_trace() -> None:
+    refs = []
+
+    class Keep(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = x * 2
+            refs.append(weakref.ref(y))
+            return y
+
+    model = nn.Sequential(Keep(), nn.ReLU())
+    t = ll.trace(model, torch.randn(4, 4))
+    gc.collect()
+    assert refs and refs[0]() is None
+    assert t[1].outputs[0].stats is not None
+
+
+def test_trace_does_not_keep_the_model_alive() -> None:
+    model = nn.Sequential(nn.Linear(3, 3))
+    ref = weakref.ref(model)
+    t = ll.trace(model, torch.randn(1, 3))
+    del model
+    gc.collect()
+    assert ref() is None and len(t) == 2
+
+
+def test_bad_values_option() -> None:
+    with pytest.raises(ValueError, match="values must be"):
+        ll.trace(nn.Identity(), torch.ones(1), values="everything")  # type: ignore[arg-type]
