@@ -1,15 +1,15 @@
 """Turn live tensors into `TensorInfo`: shapes always, statistics and copies on request.
 
-Statistics are launched on the tensor's own device when the tensor is seen
-and kept there; `finalize` moves everything to the host in one transfer per
-device, so a trace on a GPU does not synchronise once per layer. Each distinct
+Statistics (see `stats`) are computed on the tensor's own device when the
+tensor is seen; off the CPU they stay there and `finalize` moves everything to
+the host in one transfer per device, so a trace on a GPU does not synchronise
+once per layer. Each distinct
 tensor (same object, same version counter) is summarised once, however many
 layers it passes through.
 """
 
 from __future__ import annotations
 
-import math
 import weakref
 from typing import Any, Literal
 
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .records import TensorInfo, TensorStats
+from .stats import cpu_stats, device_reductions, host_stats, summarisable
 
 ValuesMode = Literal["stats", "full"] | None
 
@@ -47,23 +48,25 @@ class _Seen:
 
     __slots__ = ("ref", "stats", "value", "version")
 
-    def __init__(self, ref: Any, version: int, stats: int, value: np.ndarray | None) -> None:
+    def __init__(self, ref: Any, version: int, stats: Stats, value: np.ndarray | None) -> None:
         self.ref = ref
         self.version = version
         self.stats = stats
         self.value = value
 
 
-class _PendingStats:
-    """Handles of one tensor's deferred reductions, resolved by `finalize`."""
+class _Pending:
+    """Handles of one tensor's on-device reductions, resolved by `finalize`."""
 
-    __slots__ = ("counts", "nan_inf", "numel", "vec")
+    __slots__ = ("counts", "numel", "vec")
 
-    def __init__(self, vec: Deferred, counts: Deferred, numel: int, nan_inf: tuple[int, int] | None) -> None:
-        self.vec = vec.index  # [min, max, mean, std]
-        self.counts = counts.index  # [nonzero] or, where nan_inf is None, [nonzero, nan, inf]
+    def __init__(self, vec: Deferred, counts: Deferred, numel: int) -> None:
+        self.vec = vec
+        self.counts = counts
         self.numel = numel
-        self.nan_inf = nan_inf
+
+
+Stats = TensorStats | _Pending | None
 
 
 class Capture:
@@ -76,8 +79,7 @@ class Capture:
         self.warnings: list[str] = []
         self._deferred: list[torch.Tensor] = []
         self._resolved: list[np.ndarray] = []
-        self._stats: list[_PendingStats] = []
-        self._pending: list[tuple[TensorInfo, int]] = []
+        self._pending: list[tuple[TensorInfo, _Pending]] = []
         self._seen: dict[int, _Seen] = {}
 
     # -- hot path -------------------------------------------------------------
@@ -91,13 +93,29 @@ class Capture:
         if seen is None:
             value = self._copy(t, where) if self.values == "full" else None
             seen = self._remember(t, self._launch_stats(t), value)
-        if seen.stats >= 0:
+        if isinstance(seen.stats, _Pending):
             self._pending.append((info, seen.stats))
+        else:
+            info.stats = seen.stats
         info.value = seen.value
         return info
 
-    def defer(self, t: torch.Tensor) -> Deferred:
-        """Keep a small device tensor for the single transfer; returns its handle."""
+    def defer(self, t: torch.Tensor) -> Deferred | float | list[float] | None:
+        """A small tensor's host value: at once for a CPU tensor (reading it costs
+        no sync); otherwise a handle, resolved by `finalize` in a single transfer."""
+        if t.is_meta:
+            return None
+        if self._reads_are_free(t.device):
+            values = t.detach().reshape(-1).tolist()
+            return float(values[0]) if len(values) == 1 else [float(v) for v in values]
+        return self._enqueue(t)
+
+    @staticmethod
+    def _reads_are_free(device: torch.device) -> bool:
+        """Whether reading a value on `device` costs no synchronisation (the CPU)."""
+        return device.type == "cpu"
+
+    def _enqueue(self, t: torch.Tensor) -> Deferred:
         self._deferred.append(t.detach())
         return Deferred(len(self._deferred) - 1)
 
@@ -117,8 +135,9 @@ class Capture:
                 resolved[i] = host[offset : offset + part.numel()]
                 offset += part.numel()
         self._resolved = resolved
-        for info, slot in self._pending:
-            info.stats = self._host_stats(self._stats[slot])
+        for info, p in self._pending:
+            vec, counts = self._resolved[p.vec.index].tolist(), self._resolved[p.counts.index].tolist()
+            info.stats = host_stats(vec, counts, p.numel)
         self._deferred.clear()
         self._pending.clear()
         self._seen.clear()
@@ -139,40 +158,21 @@ class Capture:
             return None
         return seen
 
-    def _remember(self, t: torch.Tensor, stats: int, value: np.ndarray | None) -> _Seen:
+    def _remember(self, t: torch.Tensor, stats: Stats, value: np.ndarray | None) -> _Seen:
         seen = _Seen(weakref.ref(t), _version(t), stats, value)
         if seen.version >= 0:
             self._seen[id(t)] = seen
         return seen
 
-    def _launch_stats(self, t: torch.Tensor) -> int:
-        """Start the reductions for `t` on its device; -1 when stats do not apply."""
-        if not _has_values(t) or t.numel() == 0 or t.is_complex():
-            return -1
-        x = t.detach()
-        if not x.is_floating_point():
-            x = x.to(torch.float64)
-        try:
-            vec, nonzero = _reductions(x)
-        except (RuntimeError, TypeError):  # dtypes without reduction kernels (float8, ...)
-            x = x.to(torch.float32)
-            vec, nonzero = _reductions(x)
-        nan_inf: tuple[int, int] | None = (0, 0)
-        if t.is_floating_point():
-            if x.device.type == "cpu":  # reading a CPU scalar costs no device sync
-                if not math.isfinite(float(vec[2])):
-                    nan_inf = (int(torch.isnan(x).sum()), int(torch.isinf(x).sum()))
-            else:
-                nan_inf = None
-                nonzero = torch.stack((nonzero, torch.isnan(x).sum(), torch.isinf(x).sum()))
-        self._stats.append(_PendingStats(self.defer(vec), self.defer(nonzero), x.numel(), nan_inf))
-        return len(self._stats) - 1
-
-    def _host_stats(self, p: _PendingStats) -> TensorStats:
-        mn, mx, mean, std = (float(v) for v in self._resolved[p.vec])
-        counts = self._resolved[p.counts]
-        nan, inf = p.nan_inf if p.nan_inf is not None else (int(counts[1]), int(counts[2]))
-        return TensorStats(mn, mx, mean, std, nan, inf, 1.0 - float(counts[0]) / p.numel)
+    def _launch_stats(self, t: torch.Tensor) -> Stats:
+        """Stats of `t`: computed now on the CPU, launched on other devices."""
+        x = summarisable(t)
+        if x is None:
+            return None
+        if self._reads_are_free(x.device):
+            return cpu_stats(x)
+        vec, counts = device_reductions(x)
+        return _Pending(self._enqueue(vec), self._enqueue(counts), x.numel())
 
     def _copy(self, t: torch.Tensor, where: str) -> np.ndarray | None:
         """A CPU numpy copy of `t`, unless that would pass the `max_bytes` budget."""
@@ -222,14 +222,3 @@ def _version(t: torch.Tensor) -> int:
         return int(t._version)
     except RuntimeError:  # inference tensors have no version counter
         return -1
-
-
-def _reductions(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """min, max, mean, std as one vector, and the nonzero count."""
-    mn, mx = torch.aminmax(x)
-    if x.numel() > 1:
-        std, mean = torch.std_mean(x)
-    else:
-        mean = x.reshape(())
-        std = torch.zeros_like(mean)
-    return torch.stack((mn, mx, mean, std)), torch.count_nonzero(x)

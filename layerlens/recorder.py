@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,14 +27,16 @@ from .inspectors.registry import Probe, probe_for
 from .records import TensorInfo
 
 
-@dataclass(frozen=True)
 class ModuleInfo:
     """What is known about one module of the traced model before it runs."""
 
-    name: str
-    depth: int
-    probe: Probe | None
-    registered: bool = True
+    __slots__ = ("depth", "name", "probe", "registered")
+
+    def __init__(self, name: str, depth: int, probe: Probe | None, registered: bool = True) -> None:
+        self.name = name
+        self.depth = depth
+        self.probe = probe
+        self.registered = registered
 
 
 class Call:
@@ -83,6 +84,7 @@ class Recorder:
     def __init__(
         self,
         root: nn.Module,
+        named: list[tuple[str, nn.Module]],
         capture: Capture,
         root_kwargs: dict[str, Any],
         probes: bool,
@@ -97,18 +99,17 @@ class Recorder:
         self._stack: list[Call] = []
         self._last_done: int | None = None
         self._counts: dict[int, int] = {}
-        self._known = self._index(root, probes)
+        self._known = self._index(named, probes)
         self._unregistered: dict[int, ModuleInfo] = {}
         self._thread = threading.get_ident()
         self._handles: list[RemovableHandle] = []
 
     @staticmethod
-    def _index(root: nn.Module, probes: bool) -> dict[int, ModuleInfo]:
-        known = {}
-        for name, m in root.named_modules():
-            depth = 0 if not name else name.count(".") + 1
-            known[id(m)] = ModuleInfo(name, depth, probe_for(type(m)) if probes else None)
-        return known
+    def _index(named: list[tuple[str, nn.Module]], probes: bool) -> dict[int, ModuleInfo]:
+        return {
+            id(m): ModuleInfo(name, name.count(".") + 1 if name else 0, probe_for(type(m)) if probes else None)
+            for name, m in named
+        }
 
     def install(self) -> None:
         """Register the global hook pair."""
@@ -179,7 +180,7 @@ class Recorder:
         self._capture(output, call.outputs, call.other_outputs, "", name)
         call.args = None
         probe = call.info.probe
-        if probe is not None:
+        if probe is not None and not (call.outputs and call.outputs[0].device == "meta"):  # meta: no values
             try:
                 found = probe.after(call.module, args, output, call.probe_state)
             except Exception as exc:

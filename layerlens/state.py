@@ -21,56 +21,51 @@ import torch
 from torch import nn
 
 
-class _Slot:
-    """One entry of a module's `_buffers` or `_parameters` as it was before."""
-
-    __slots__ = ("copy", "name", "obj", "table", "version")
-
-    def __init__(self, table: dict[str, Any], name: str, obj: Any, keep_copy: bool) -> None:
-        self.table = table
-        self.name = name
-        self.obj = obj
-        self.version = _version(obj)
-        self.copy = obj.detach().clone() if keep_copy and isinstance(obj, torch.Tensor) else None
-
-
 class StateGuard:
     """Snapshot on construction; `restore()` puts everything back and returns
     the names of parameters that were edited in place and could not be restored."""
 
-    def __init__(self, model: nn.Module, snapshot_params: bool = False) -> None:
-        named = list(model.named_modules(remove_duplicate=True))
+    def __init__(self, named: list[tuple[str, nn.Module]], snapshot_params: bool = False) -> None:
         self._flags = [(m, m.training) for _, m in named]
-        self._slots: list[tuple[str, _Slot]] = []
-        self._tables: list[tuple[dict[str, Any], frozenset[str]]] = []
-        for prefix, m in named:
-            for table, keep in ((m._buffers, True), (m._parameters, snapshot_params)):
-                self._tables.append((table, frozenset(table)))
-                for name, obj in table.items():
-                    if obj is not None:
-                        self._slots.append((_join(prefix, name), _Slot(table, name, obj, keep)))
+        # each module's parameter and buffer tables as they were: undoes reassignment,
+        # additions and removals; empty tables (most of them) cost one entry
+        self._tables: list[tuple[dict[str, Any], tuple[tuple[str, Any], ...]]] = [
+            (m._parameters, tuple(m._parameters.items())) for _, m in named
+        ]
+        self._tables += [(m._buffers, tuple(m._buffers.items())) for _, m in named]
+        self._params = [
+            (prefix, k, p, _version(p)) for prefix, m in named for k, p in m._parameters.items() if p is not None
+        ]
+        buffers = [b for _, m in named for b in m._buffers.values() if b is not None]
+        if snapshot_params:
+            buffers += [p for _, _, p, _ in self._params]
+        self._copies = [(t, t.detach().clone()) for t in buffers]
         self._rng = _rng_state()
         self._fastpath = _get_fastpath()
 
     def restore(self) -> list[str]:
         """Undo every change the forward made; returns params edited beyond repair."""
         for m, flag in self._flags:
-            if m.training != flag:
+            if m.training is not flag:
                 m.training = flag
-        for table, names in self._tables:
-            for extra in [k for k in table if k not in names]:
-                del table[extra]
-        unrestorable = []
+        for table, items in self._tables:
+            if _changed(table, items):
+                table.clear()
+                table.update(items)
         with torch.no_grad():
-            for qualname, slot in self._slots:
-                slot.table[slot.name] = slot.obj
-                if slot.copy is not None:
-                    slot.obj.copy_(slot.copy)
-                elif _version(slot.obj) != slot.version:
-                    unrestorable.append(qualname)
+            for t, copy in self._copies:
+                t.copy_(copy)  # always: batch norm updates running stats without a version bump
+        copied = {id(t) for t, _ in self._copies}
+        edited = [
+            _join(prefix, k) for prefix, k, p, version in self._params if _version(p) != version and id(p) not in copied
+        ]
         _set_rng_state(self._rng)
         _set_fastpath(self._fastpath)
-        return unrestorable
+        return edited
+
+
+def _changed(table: dict[str, Any], items: tuple[tuple[str, Any], ...]) -> bool:
+    return len(table) != len(items) or any(table.get(k, table) is not v for k, v in items)
 
 
 def _join(prefix: str, name: str) -> str:

@@ -10,6 +10,7 @@ restore the state, whatever happened.
 from __future__ import annotations
 
 import copy
+import gc
 import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from .capture import DEFAULT_MAX_BYTES, Capture
 from .errors import LayerlensWarning, TraceError, expected_by, failure_message
 from .inputs import check_inputs, positional_inputs
 from .inspectors.registry import InspectorOverrides, inspector_for
+from .model_index import ModelIndex
 from .recorder import Call, Recorder
 from .records import Check, LayerRecord
 from .result import Trace, TraceMeta
@@ -72,27 +74,32 @@ def trace(
     args = positional_inputs(x, input_size, dtypes, model, seed)
     check_inputs(args, root_kwargs)
 
+    index = ModelIndex(model)
     capture = Capture(values, max_bytes)
-    recorder = Recorder(model, capture, root_kwargs, probes=values is not None)
-    guard = StateGuard(model, snapshot_params)
+    recorder = Recorder(model, index.named, capture, root_kwargs, probes=values is not None)
+    guard = StateGuard(index.named, snapshot_params)
     failure: Exception | None = None
+    collecting = gc.isenabled()
+    gc.disable()  # many small acyclic objects: collections would only rescan the model, over and over
     try:
         if mode is not None:
             model.train(mode == "train")
         disable_fused_paths()
         failure = _run(model, args, root_kwargs, recorder, grad)
         capture.finalize()
-        records, broken = _build_records(recorder, capture, inspectors)
+        records, broken = _build_records(recorder, capture, index, inspectors)
     finally:
         recorder.remove()
         unrestorable = guard.restore()
+        if collecting:
+            gc.enable()
     notes += recorder.warnings + capture.warnings + broken
     if unrestorable and model is original:
         notes.append(
             f"the forward edited parameters in place ({', '.join(unrestorable)}); they could not be "
             "restored: trace with snapshot_params=True to have them restored"
         )
-    result = Trace(records, _meta(model, values, mode, grad), notes)
+    result = Trace(records, _meta(model, index, values, mode, grad), notes)
     if failure is not None:
         raise _trace_error(result, recorder, failure) from failure
     _emit(result.warnings)
@@ -152,13 +159,12 @@ def _run(
 
 
 def _build_records(
-    recorder: Recorder, capture: Capture, overrides: InspectorOverrides | None
+    recorder: Recorder, capture: Capture, index: ModelIndex, overrides: InspectorOverrides | None
 ) -> tuple[list[LayerRecord], list[str]]:
     """One LayerRecord per call, inspected; and notes about inspectors that broke."""
-    params: dict[int, tuple[int, int]] = {}
     records, broken = [], []
     for call in recorder.calls:
-        total, trainable = _param_counts(call.module, params)
+        total, trainable = index.param_counts(call.module)
         record = LayerRecord(
             name=call.info.name,
             type_name=type(call.module).__name__,
@@ -220,14 +226,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _param_counts(module: nn.Module, cache: dict[int, tuple[int, int]]) -> tuple[int, int]:
-    key = id(module)
-    if key not in cache:
-        ps = list(module.parameters())
-        cache[key] = (sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad))
-    return cache[key]
-
-
 _TYPE_PATHS: dict[type, tuple[str, ...]] = {}
 
 
@@ -244,14 +242,16 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def _meta(model: nn.Module, values: str | None, mode: str | None, grad: bool) -> TraceMeta:
-    params = list(model.parameters())
+def _meta(model: nn.Module, index: ModelIndex, values: str | None, mode: str | None, grad: bool) -> TraceMeta:
+    total, trainable = index.param_counts(model)
     return TraceMeta(
         model_type=type(model).__name__,
-        total_params=sum(p.numel() for p in params),
-        trainable_params=sum(p.numel() for p in params if p.requires_grad),
-        param_bytes=sum(p.numel() * p.element_size() for p in params),
-        buffer_bytes=sum(b.numel() * b.element_size() for b in model.buffers()),
+        total_params=total,
+        trainable_params=trainable,
+        param_bytes=sum(p.numel() * p.element_size() for p in index.unique_params),
+        buffer_bytes=sum(
+            b.numel() * b.element_size() for _, m in index.named for b in m._buffers.values() if b is not None
+        ),
         values=values,
         mode=mode,
         grad=grad,

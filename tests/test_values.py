@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import layerlens as ll
+from layerlens.capture import Capture
 from layerlens.records import TensorStats
 
 
@@ -168,3 +169,67 @@ def test_trace_does_not_keep_the_model_alive() -> None:
 def test_bad_values_option() -> None:
     with pytest.raises(ValueError, match="values must be"):
         ll.trace(nn.Identity(), torch.ones(1), values="everything")  # type: ignore[arg-type]
+
+
+class _AsIfOnADevice(Capture):
+    """Treats the CPU like an accelerator: every statistic and measurement is kept
+    as a tensor and moved to the host in one transfer, as on a GPU."""
+
+    @staticmethod
+    def _reads_are_free(device: torch.device) -> bool:
+        return False
+
+
+def test_deferred_device_path_gives_the_same_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import ConvNet
+
+    model = ConvNet()
+    x = torch.randn(2, 4, 32)
+    x[0, 0, :3] = float("nan")
+    eager = ll.trace(model, x, mode="train")
+    transfers = []
+    real_cat = torch.cat
+
+    def counting_cat(*args: object, **kwargs: object) -> torch.Tensor:
+        transfers.append(1)
+        return real_cat(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("layerlens.tracing.Capture", _AsIfOnADevice)
+    monkeypatch.setattr("layerlens.capture.torch.cat", counting_cat)
+    deferred = ll.trace(model, x, mode="train")
+    assert len(transfers) == 1  # one host transfer for the whole trace
+    assert [c.name for c in deferred.checks] == [c.name for c in eager.checks]
+    assert [c.ok for c in deferred.checks] == [c.ok for c in eager.checks]
+    for a, b in zip(eager, deferred, strict=True):
+        for s, t in zip((*a.inputs, *a.outputs), (*b.inputs, *b.outputs), strict=True):
+            assert (s.stats is None) == (t.stats is None)
+            if s.stats is not None and t.stats is not None:
+                assert (s.stats.nan_count, s.stats.inf_count) == (t.stats.nan_count, t.stats.inf_count)
+                np.testing.assert_allclose(
+                    [s.stats.min, s.stats.max, s.stats.mean, s.stats.std, s.stats.zero_fraction],
+                    [t.stats.min, t.stats.max, t.stats.mean, t.stats.std, t.stats.zero_fraction],
+                    rtol=1e-5,
+                    atol=1e-6,
+                )
+    nan_stats = deferred[0].inputs[0].stats
+    assert nan_stats is not None and nan_stats.nan_count == 3
+
+
+def test_meta_device_model_gives_shapes_without_memory() -> None:
+    from layerlens.examples.abc import AbcClassifier
+
+    with torch.device("meta"):
+        model = AbcClassifier()
+    t = ll.trace(model, input_size=(64, 6), dtypes=[torch.long])
+    assert t["rnn"].output_shapes == ((64, 6, 20), (2, 64, 20))
+    assert t[0].inputs[0].device == "meta" and t[0].inputs[0].stats is None
+    assert not t.warnings
+
+
+def test_stats_with_large_mean_keep_their_digits() -> None:
+    """Sum-of-squares variance cancels catastrophically when |mean| >> std; the
+    stats must fall back to an exact computation."""
+    x = 1000.0 + torch.randn(10_000) * 1e-3
+    s = ll.trace(nn.Identity(), x)[0].inputs[0].stats
+    assert s is not None
+    np.testing.assert_allclose(s.std, x.double().std().item(), rtol=1e-3)

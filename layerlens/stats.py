@@ -1,0 +1,85 @@
+"""Per-tensor statistics with few passes over the data.
+
+On the CPU, reading a result costs no device synchronisation, so statistics
+are computed at once, from four cheap passes (aminmax, sum, 2-norm, zero
+count) instead of the slow single-pass `std_mean` kernel, with NaN/Inf counted
+only when the sums say there are any. On other devices everything stays on
+the device (min/max/mean/std and the counts), to be moved to the host in one
+transfer at the end of the trace.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .records import TensorStats
+
+# Above this |mean|/std ratio the sum-of-squares variance loses too many digits
+# in float32; `torch.std` (two-pass, exact) is used instead.
+_CANCELLATION_RATIO = 10.0
+
+
+def summarisable(t: torch.Tensor) -> torch.Tensor | None:
+    """`t` detached, as a real floating tensor, or None where stats do not apply
+    (empty, complex, sparse, meta, quantized, nested)."""
+    if t.layout != torch.strided or t.is_meta or t.is_quantized or t.is_nested:
+        return None
+    if t.numel() == 0 or t.is_complex():
+        return None
+    x = t.detach()
+    return x if x.is_floating_point() else x.to(torch.float64)
+
+
+def cpu_stats(x: torch.Tensor) -> TensorStats:
+    """Statistics of a CPU tensor from `summarisable`, computed now."""
+    n = x.numel()
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    try:
+        mn, mx = torch.aminmax(x)
+    except RuntimeError:  # dtypes without min/max kernels (float8, ...)
+        return cpu_stats(x.to(torch.float32))
+    total = x.sum(dtype=acc)
+    norm = torch.linalg.vector_norm(x, dtype=acc)
+    lo, hi, s, q = torch.stack((mn.to(acc), mx.to(acc), total, norm)).tolist()
+    # no zero can lie outside [min, max]; and bool().sum() beats count_nonzero's CPU kernel
+    count_dtype = torch.int32 if n < 2**31 else torch.int64
+    nonzero = n if lo > 0 or hi < 0 else int(x.bool().sum(dtype=count_dtype))
+    mean = s / n
+    nan = inf = 0
+    if not (math.isfinite(s) and math.isfinite(q)):
+        nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+    return TensorStats(lo, hi, mean, _std(x, n, mean, q), nan, inf, 1.0 - nonzero / n)
+
+
+def _std(x: torch.Tensor, n: int, mean: float, q: float) -> float:
+    if n == 1:
+        return 0.0
+    var = (q * q - n * mean * mean) / (n - 1) if math.isfinite(q) and math.isfinite(mean) else math.nan
+    if not math.isfinite(var) or var <= 0 or mean * mean > _CANCELLATION_RATIO**2 * var:
+        return float(x.std())
+    return math.sqrt(var)
+
+
+def device_reductions(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """On-device `[min, max, mean, std]` and `[nonzero, nan, inf]` of a tensor from
+    `summarisable`; nothing is read, so nothing waits."""
+    try:
+        mn, mx = torch.aminmax(x)
+    except RuntimeError:
+        return device_reductions(x.to(torch.float32))
+    if x.numel() > 1:
+        std, mean = torch.std_mean(x)
+    else:
+        mean = x.reshape(())
+        std = torch.zeros_like(mean)
+    counts = torch.stack((torch.count_nonzero(x), torch.isnan(x).sum(), torch.isinf(x).sum()))
+    return torch.stack((mn, mx, mean, std)), counts
+
+
+def host_stats(vec: list[float], counts: list[float], numel: int) -> TensorStats:
+    """TensorStats from the host copies of `device_reductions`' results."""
+    mn, mx, mean, std = vec
+    nonzero, nan, inf = counts
+    return TensorStats(mn, mx, mean, std, int(nan), int(inf), 1.0 - nonzero / numel)
