@@ -20,7 +20,7 @@ from torch import nn
 
 from ._version import __version__
 from .errors import TraceError
-from .render.table import COLUMNS
+from .render.table import COLUMNS, render_checks
 from .result import Trace
 from .tracing import trace
 
@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fmt", default="simple", help="any tabulate format: simple, github, grid, html, latex, ...")
     p.add_argument("--columns", help=f"comma-separated table columns from: {', '.join(COLUMNS)}")
     p.add_argument("--depth", type=int, help="show layers down to this depth only")
+    p.add_argument("--checks", action="store_true", help="list every check with its message below the table")
     p.add_argument("--json", metavar="PATH", help="also save the trace as JSON (values to an .npz beside it)")
     p.set_defaults(run=_trace_command)
     return parser
@@ -88,6 +89,8 @@ def _trace_command(ns: argparse.Namespace) -> int:
         print(t.table(fmt=ns.fmt, columns=columns, depth=ns.depth))
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if ns.checks or not t.ok:
+        print("\n" + render_checks(t, failed_only=not ns.checks))
     if ns.json:
         _save(t, Path(ns.json))
     return 0 if t.ok else 1

@@ -95,3 +95,10 @@ def test_console_script_and_module_entry_point() -> None:
     assert done.returncode == 0 and "AbcClassifier" in done.stdout and "rnn" not in done.stdout
     done = subprocess.run([sys.executable, "-m", "layerlens", "--version"], capture_output=True, text=True)
     assert done.stdout.startswith("layerlens ")
+
+
+def test_checks_listing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trace", "--checks"]) == 0
+    out = capsys.readouterr().out
+    assert "✓ embedding  embedding_index_range: indices span" in out
+    assert "✓ rnn  rnn_final_state:" in out

@@ -160,3 +160,17 @@ def _tabulate_text(rows: list[list[str]], headers: list[str], fmt: str) -> str:
         return _tabulate.tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
     finally:
         _tabulate.PRESERVE_WHITESPACE = old
+
+
+def render_checks(trace: object, failed_only: bool = False) -> str:
+    """One line per check: mark, layer, check name and its message."""
+    from ..result import Trace
+
+    assert isinstance(trace, Trace)
+    lines = []
+    for r in trace.records:
+        for c in r.checks:
+            if c.ok and failed_only:
+                continue
+            lines.append(f"{'✓' if c.ok else '✗'} {r.label}  {c.name}: {c.message}")
+    return "\n".join(lines) if lines else "(no checks)"
