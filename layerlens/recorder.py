@@ -167,17 +167,18 @@ class Recorder:
         call.args = args
         self.calls.append(call)
         self._stack.append(call)
-        self._capture(args, call.inputs, call.other_inputs, "", info.name)
-        if module is self.root and len(self._stack) == 1 and self._root_kwargs:
-            self._capture(self._root_kwargs, call.inputs, call.other_inputs, "", info.name)
+        self._capture(args, call.inputs, call.other_inputs, info.name)
+        if module is self.root and len(self._stack) == 1:  # the model's own keywords are known up front
+            self._capture(self._root_kwargs, call.inputs, call.other_inputs, info.name)
         if info.probe is not None and info.probe.before is not None:
             call.probe_state = info.probe.before(module, args)
 
     def _leave(self, call: Call, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         name = call.info.name
-        if kwargs and not (call.module is self.root and not self._stack):
-            self._capture(kwargs, call.inputs, call.other_inputs, "", name)
-        self._capture(output, call.outputs, call.other_outputs, "", name)
+        outermost_root = call.module is self.root and not self._stack  # its keywords are recorded already
+        if kwargs and not outermost_root:
+            self._capture(kwargs, call.inputs, call.other_inputs, name)
+        self._capture(output, call.outputs, call.other_outputs, name)
         call.args = None
         probe = call.info.probe
         if probe is not None and not (call.outputs and call.outputs[0].device == "meta"):  # meta: no values
@@ -191,9 +192,10 @@ class Recorder:
             for key, value in found.items():
                 call.measures[key] = self.capture.defer(value) if isinstance(value, torch.Tensor) else value
 
-    def _capture(self, obj: Any, into: list[TensorInfo], others: list[tuple[str, str]], path: str, name: str) -> None:
+    def _capture(self, obj: Any, into: list[TensorInfo], others: list[tuple[str, str]], name: str) -> None:
+        """Flatten `obj` and record its tensors into `into`, other leaves into `others`."""
         tensors: list[tuple[str, torch.Tensor]] = []
-        flatten(obj, tensors, others, path)
+        flatten(obj, tensors, others)
         tensor = self.capture.tensor
         into.extend(tensor(p, t, name) for p, t in tensors)
 

@@ -70,11 +70,10 @@ def trace(
         raise TypeError(f"kwargs must be a dict of keyword inputs for forward, got {type(kwargs).__name__}")
     root_kwargs = dict(kwargs or {})
     original = model
-    model, notes = _traceable(model)
+    model, index, notes = _traceable(model)
     args = positional_inputs(x, input_size, dtypes, model, seed)
     check_inputs(args, root_kwargs)
 
-    index = ModelIndex(model)
     capture = Capture(values, max_bytes)
     recorder = Recorder(model, index.named, capture, root_kwargs, probes=values is not None)
     guard = StateGuard(index.named, snapshot_params)
@@ -125,17 +124,19 @@ def _check_values(values: Any) -> Literal["stats", "full"] | None:
     raise ValueError(f"values must be 'stats', 'full' or None, got {values!r}")
 
 
-def _traceable(model: nn.Module) -> tuple[nn.Module, list[str]]:
-    """Lazy modules initialise themselves in their first forward, which would
-    change the model: trace a copy of such a model instead."""
-    lazy = [n for n, m in model.named_modules() if _uninitialized(m)]
+def _traceable(model: nn.Module) -> tuple[nn.Module, ModelIndex, list[str]]:
+    """The model to run and its index. Lazy modules initialise themselves in
+    their first forward, which would change the model: such a model is copied."""
+    index = ModelIndex(model)
+    lazy = [n for n, m in index.named if _uninitialized(m)]
     if not lazy:
-        return model, []
+        return model, index, []
     note = (
         f"uninitialized lazy modules ({', '.join(n or '(root)' for n in lazy)}) would be initialised by "
         "a forward pass: a copy of the model was traced, and the model itself is unchanged"
     )
-    return copy.deepcopy(model), [note]
+    copied = copy.deepcopy(model)
+    return copied, ModelIndex(copied), [note]
 
 
 def _uninitialized(module: nn.Module) -> bool:
