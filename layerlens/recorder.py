@@ -12,6 +12,7 @@ so keyword arguments to submodules are recorded.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from typing import Any
@@ -23,6 +24,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .capture import Capture
 from .flatten import flatten
+from .flow import Flow
 from .inspectors.registry import Probe, probe_for
 from .records import TensorInfo
 
@@ -30,12 +32,13 @@ from .records import TensorInfo
 class ModuleInfo:
     """What is known about one module of the traced model before it runs."""
 
-    __slots__ = ("depth", "name", "probe", "registered")
+    __slots__ = ("depth", "leaf", "name", "probe", "registered")
 
-    def __init__(self, name: str, depth: int, probe: Probe | None, registered: bool = True) -> None:
+    def __init__(self, name: str, depth: int, probe: Probe | None, leaf: bool, registered: bool = True) -> None:
         self.name = name
         self.depth = depth
         self.probe = probe
+        self.leaf = leaf  # no submodules: its own torch calls are its business, not data flow
         self.registered = registered
 
 
@@ -49,6 +52,7 @@ class Call:
         "error",
         "index",
         "info",
+        "inner",
         "inputs",
         "measures",
         "module",
@@ -76,6 +80,7 @@ class Call:
         self.probe_state: Any = None
         self.args: tuple[Any, ...] | None = None
         self.after: int | None = None  # for a failed call: the last call completed before it
+        self.inner = False  # a module call or functional op ran inside this one
 
 
 class Recorder:
@@ -88,8 +93,10 @@ class Recorder:
         capture: Capture,
         root_kwargs: dict[str, Any],
         probes: bool,
+        flow: Flow | None = None,
     ) -> None:
         self.root = root
+        self.flow = flow
         self.capture = capture
         self.calls: list[Call] = []
         self.failed: list[Call] = []
@@ -107,7 +114,9 @@ class Recorder:
     @staticmethod
     def _index(named: list[tuple[str, nn.Module]], probes: bool) -> dict[int, ModuleInfo]:
         return {
-            id(m): ModuleInfo(name, name.count(".") + 1 if name else 0, probe_for(type(m)) if probes else None)
+            id(m): ModuleInfo(
+                name, name.count(".") + 1 if name else 0, probe_for(type(m)) if probes else None, not m._modules
+            )
             for name, m in named
         }
 
@@ -133,7 +142,8 @@ class Recorder:
         if threading.get_ident() != self._thread:
             return None
         try:
-            self._enter(module, info or self._stranger(module), args)
+            with self._quiet():
+                self._enter(module, info or self._stranger(module), args)
         except Exception as exc:  # a recording bug must never break the user's forward
             self._warn(f"recording the inputs of {type(module).__name__} failed: {exc!r}")
         return None
@@ -146,7 +156,8 @@ class Recorder:
             return None
         try:
             if len(rest) == 2:  # normal return: (kwargs, output)
-                self._leave(call, args, rest[0], rest[1])
+                with self._quiet():
+                    self._leave(call, args, rest[0], rest[1])
                 self._last_done = call.index
             else:  # the forward raised: PyTorch passes (output,) and we are inside its except
                 call.error = sys.exc_info()[1]
@@ -156,29 +167,63 @@ class Recorder:
             self._warn(f"recording the outputs of {call.info.name or 'the model'} failed: {exc!r}")
         return None
 
+    def on_op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        """A torch function ran (from `OpCapture`): record it when the model's own
+        code between modules ran it."""
+        if self.flow is None or not self._stack or threading.get_ident() != self._thread:
+            return
+        call = self._stack[-1]
+        if call.info.leaf:
+            return
+        try:
+            with torch._C.DisableTorchFunction():
+                if self.flow.op(func, args, kwargs, out, call.index):
+                    call.inner = True
+        except Exception as exc:
+            self._warn(f"recording the operation {getattr(func, '__name__', func)} failed: {exc!r}")
+
+    def _quiet(self) -> Any:
+        """While our own hooks compute, the op capture must not see their torch calls."""
+        return torch._C.DisableTorchFunction() if self.flow is not None else contextlib.nullcontext()
+
     # -- recording --------------------------------------------------------------
 
     def _enter(self, module: nn.Module, info: ModuleInfo, args: tuple[Any, ...]) -> None:
         key = id(module)
         index = self._counts.get(key, 0)
         self._counts[key] = index + 1
-        parent = self._stack[-1].index if self._stack else None
-        call = Call(module, info, index, len(self.calls), parent)
+        parent = self._stack[-1] if self._stack else None
+        call = Call(module, info, index, len(self.calls), parent.index if parent else None)
         call.args = args
         self.calls.append(call)
         self._stack.append(call)
-        self._capture(args, call.inputs, call.other_inputs, info.name)
-        if module is self.root and len(self._stack) == 1:  # the model's own keywords are known up front
-            self._capture(self._root_kwargs, call.inputs, call.other_inputs, info.name)
+        tensors = self._capture(args, call.inputs, call.other_inputs, info.name)
+        if parent is None:  # the model's own keywords are known up front
+            tensors += self._capture(self._root_kwargs, call.inputs, call.other_inputs, info.name)
+        if self.flow is not None:
+            if parent is None:
+                for path, t in tensors:
+                    self.flow.produced([(path, t)], f"input:{path}", only_new=True)
+            else:
+                parent.inner = True
+            self.flow.consumed(tensors, f"call:{call.index}")
         if info.probe is not None and info.probe.before is not None:
             call.probe_state = info.probe.before(module, args)
 
     def _leave(self, call: Call, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         name = call.info.name
-        outermost_root = call.module is self.root and not self._stack  # its keywords are recorded already
-        if kwargs and not outermost_root:
-            self._capture(kwargs, call.inputs, call.other_inputs, name)
-        self._capture(output, call.outputs, call.other_outputs, name)
+        outermost = not self._stack  # the model's call: its keywords are recorded already
+        node = f"call:{call.index}"
+        if kwargs and not outermost:
+            keywords = self._capture(kwargs, call.inputs, call.other_inputs, name)
+            if self.flow is not None:
+                self.flow.consumed(keywords, node)
+        outs = self._capture(output, call.outputs, call.other_outputs, name)
+        if self.flow is not None:
+            self.flow.produced(outs, node, only_new=call.inner)
+            if outermost:
+                for path, t in outs:
+                    self.flow.consumed([(path, t)], f"output:{path}")
         call.args = None
         probe = call.info.probe
         if probe is not None and not (call.outputs and call.outputs[0].device == "meta"):  # meta: no values
@@ -192,12 +237,16 @@ class Recorder:
             for key, value in found.items():
                 call.measures[key] = self.capture.defer(value) if isinstance(value, torch.Tensor) else value
 
-    def _capture(self, obj: Any, into: list[TensorInfo], others: list[tuple[str, str]], name: str) -> None:
-        """Flatten `obj` and record its tensors into `into`, other leaves into `others`."""
+    def _capture(
+        self, obj: Any, into: list[TensorInfo], others: list[tuple[str, str]], name: str
+    ) -> list[tuple[str, torch.Tensor]]:
+        """Flatten `obj`, record its tensors into `into` and other leaves into
+        `others`; returns the tensors with their paths."""
         tensors: list[tuple[str, torch.Tensor]] = []
         flatten(obj, tensors, others)
         tensor = self.capture.tensor
         into.extend(tensor(p, t, name) for p, t in tensors)
+        return tensors
 
     def _pop(self, module: nn.Module) -> Call | None:
         """Close the innermost open call of `module` (and any left open inside it)."""
@@ -217,7 +266,8 @@ class Recorder:
             prefix = f"{parent.name}." if parent.name else ""
             same = sum(1 for i in self._unregistered.values() if i.name.startswith(f"{prefix}<{kind}"))
             name = f"{prefix}<{kind}>" if not same else f"{prefix}<{kind}:{same}>"
-            info = ModuleInfo(name, parent.depth + 1, probe_for(type(module)) if self._probes else None, False)
+            probe = probe_for(type(module)) if self._probes else None
+            info = ModuleInfo(name, parent.depth + 1, probe, not module._modules, registered=False)
             self._unregistered[id(module)] = info
             self._warn(
                 f"{name}: a {kind} was called inside {parent.name or 'the model'} but is not registered "

@@ -141,3 +141,34 @@ class LayerRecord:
         if isinstance(cls, str):
             return cls == self.type_name or any(p == cls or p.rsplit(".", 1)[-1] == cls for p in self.type_path)
         return f"{cls.__module__}.{cls.__qualname__}" in self.type_path
+
+
+@dataclass
+class OpRecord:
+    """A functional operation run between modules (reshape, `+`, cat, indexing, ...),
+    caught during the trace for the data-flow diagram. Not a LayerRecord.
+
+    `parent` is the index of the module call whose own code ran it; `name` is
+    the torch function's name, `label` what a diagram shows (`+`, `[:, -1]`).
+    """
+
+    index: int
+    name: str
+    label: str
+    parent: int | None
+    inputs: tuple[TensorInfo, ...] = ()
+    outputs: tuple[TensorInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A tensor passed from the node that produced it to one that used it.
+
+    Nodes are `"input:<path>"` (a model input), `"call:<i>"` (record i),
+    `"op:<j>"` (op j) and `"output:<path>"` (a model output).
+    """
+
+    src: str
+    dst: str
+    shape: Shape
+    dtype: str

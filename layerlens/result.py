@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
+import graphviz
 import torch
 
-from .records import Check, LayerRecord
+from .records import Check, Edge, LayerRecord, OpRecord
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class TraceMeta:
     grad: bool
     torch_version: str
     layerlens_version: str
+    input_names: tuple[str, ...] = ()  # forward's positional parameter names, for labels
 
 
 @dataclass(frozen=True)
@@ -58,11 +60,15 @@ class Trace:
         meta: TraceMeta,
         warnings: Sequence[str] = (),
         error: str | None = None,
+        ops: Sequence[OpRecord] = (),
+        edges: Sequence[Edge] = (),
     ) -> None:
         self.records: list[LayerRecord] = list(records)
         self.meta = meta
         self.warnings: list[str] = list(warnings)
         self.error = error
+        self.ops: list[OpRecord] = list(ops)
+        self.edges: list[Edge] = list(edges)
         self._by_name: dict[str, list[LayerRecord]] = {}
         for r in self.records:
             self._by_name.setdefault(r.name, []).append(r)
@@ -160,6 +166,53 @@ class Trace:
 
         return save(self, Path(path))
 
+    def to_dot(self, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> str:
+        """The data-flow diagram as Graphviz DOT text (no Graphviz needed).
+
+        `depth` collapses everything below that depth into one node per module;
+        `rankdir` is "TB" (top to bottom) or "LR"; `roll` draws each reused
+        module once, with its call count.
+        """
+        from .render.dot import dot_source
+
+        return dot_source(self, depth=depth, rankdir=rankdir, roll=roll)
+
+    def graph(self, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> graphviz.Digraph:
+        """The data-flow diagram as a `graphviz.Digraph`."""
+        from .render.dot import to_digraph
+
+        return to_digraph(self, depth=depth, rankdir=rankdir, roll=roll)
+
+    def render(self, path: str | Path, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> Path:
+        """Write the diagram to `path`: `.svg`, `.png`, `.pdf`, or `.dot`/`.gv` (DOT text).
+
+        Uses Graphviz's `dot`, or `graphviz-pure` when `dot` is missing; raises
+        `RenderError` saying how to get one (before doing any work) when neither is there.
+        """
+        from .render.graphviz_run import FORMATS, find_renderer, run
+
+        target = Path(path)
+        suffix = target.suffix.lower()
+        if suffix not in (*FORMATS, ".dot", ".gv"):
+            raise ValueError(
+                f"render() writes .svg, .png, .pdf, .dot or .gv, not {suffix or 'a path without suffix'!r}"
+            )
+        command = find_renderer(FORMATS[suffix]) if suffix in FORMATS else None
+        source = self.to_dot(depth=depth, rankdir=rankdir, roll=roll)
+        if command is None:
+            target.write_text(source, encoding="utf-8")
+        else:
+            target.write_bytes(run(source, FORMATS[suffix], command))
+        return target
+
+    def svg(self, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> str:
+        """The diagram as SVG text, sized to fit its container (width at most 100%)."""
+        from .render.graphviz_run import find_renderer, run
+        from .render.notebook import fit_svg
+
+        command = find_renderer("svg")
+        return fit_svg(run(self.to_dot(depth=depth, rankdir=rankdir, roll=roll), "svg", command).decode("utf-8"))
+
     def __str__(self) -> str:
         return self.table()
 
@@ -172,17 +225,20 @@ class Trace:
         return f"<Trace of {self.meta.model_type}: {len(self)} calls, {state}>"
 
     def _repr_html_(self) -> str:
-        return self.table(fmt="html")
+        from .render.notebook import trace_html
+
+        return trace_html(self)
+
+    def _repr_svg_(self) -> str | None:
+        from .render.notebook import trace_svg
+
+        return trace_svg(self)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Trace):
             return NotImplemented
-        return (self.records, self.meta, self.warnings, self.error) == (
-            other.records,
-            other.meta,
-            other.warnings,
-            other.error,
-        )
+        mine = (self.records, self.meta, self.warnings, self.error, self.ops, self.edges)
+        return mine == (other.records, other.meta, other.warnings, other.error, other.ops, other.edges)
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -9,8 +9,10 @@ restore the state, whatever happened.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
+import inspect
 import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -21,6 +23,7 @@ from torch import nn
 from ._version import __version__
 from .capture import DEFAULT_MAX_BYTES, Capture
 from .errors import LayerlensWarning, TraceError, expected_by, failure_message
+from .flow import Flow, OpCapture
 from .inputs import check_inputs, positional_inputs
 from .inspectors.registry import InspectorOverrides, inspector_for
 from .model_index import ModelIndex
@@ -47,6 +50,7 @@ def trace(
     inspectors: InspectorOverrides | None = None,
     snapshot_params: bool = False,
     seed: int = 0,
+    ops: bool = True,
 ) -> Trace:
     """Run one forward pass of `model` and record every module call.
 
@@ -57,6 +61,8 @@ def trace(
     copies, up to `max_bytes`), or None (shapes and dtypes only).
     `mode` runs the model in train or eval mode for this call only.
     `inspectors` overrides inspectors by module type for this call.
+    `ops` catches the functional operations between modules (reshape, `+`,
+    cat, indexing, ...) for the data-flow diagram.
     The model's parameters, buffers, train/eval flags, RNG states and hooks are
     as before afterwards; parameters edited in place by the forward are only
     restored with `snapshot_params=True` (otherwise reported as a warning).
@@ -75,7 +81,8 @@ def trace(
     check_inputs(args, root_kwargs)
 
     capture = Capture(values, max_bytes)
-    recorder = Recorder(model, index.named, capture, root_kwargs, probes=values is not None)
+    flow = Flow() if ops else None
+    recorder = Recorder(model, index.named, capture, root_kwargs, probes=values is not None, flow=flow)
     guard = StateGuard(index.named, snapshot_params)
     failure: Exception | None = None
     collecting = gc.isenabled()
@@ -85,6 +92,8 @@ def trace(
             model.train(mode == "train")
         disable_fused_paths()
         failure = _run(model, args, root_kwargs, recorder, grad)
+        if flow is not None:
+            flow.release()
         capture.finalize()
         records, broken = _build_records(recorder, capture, index, inspectors)
     finally:
@@ -98,7 +107,13 @@ def trace(
             f"the forward edited parameters in place ({', '.join(unrestorable)}); they could not be "
             "restored: trace with snapshot_params=True to have them restored"
         )
-    result = Trace(records, _meta(model, index, values, mode, grad), notes)
+    result = Trace(
+        records,
+        _meta(model, index, values, mode, grad),
+        notes,
+        ops=flow.ops if flow is not None else (),
+        edges=flow.edges if flow is not None else (),
+    )
     if failure is not None:
         raise _trace_error(result, recorder, failure) from failure
     _emit(result.warnings)
@@ -149,8 +164,9 @@ def _run(
 ) -> Exception | None:
     """One forward with the recorder installed; returns the exception it raised."""
     recorder.install()
+    catching = OpCapture(recorder.on_op) if recorder.flow is not None else contextlib.nullcontext()
     try:
-        with torch.enable_grad() if grad else torch.no_grad():
+        with torch.enable_grad() if grad else torch.no_grad(), catching:
             model(*args, **kwargs)
     except Exception as exc:
         return exc
@@ -258,7 +274,18 @@ def _meta(model: nn.Module, index: ModelIndex, values: str | None, mode: str | N
         grad=grad,
         torch_version=torch.__version__,
         layerlens_version=__version__,
+        input_names=_positional_names(model),
     )
+
+
+def _positional_names(model: nn.Module) -> tuple[str, ...]:
+    """Names of forward's positional parameters (`("x", "y")`), for diagram labels."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return tuple(p.name for p in params if p.kind in kinds)
 
 
 def _trace_error(partial: Trace, recorder: Recorder, error: Exception) -> TraceError:

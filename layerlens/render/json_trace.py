@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..records import Check, LayerRecord, TensorInfo, TensorStats
+from ..records import Check, Edge, LayerRecord, OpRecord, TensorInfo, TensorStats
 from ..result import Trace, TraceMeta
 
 SCHEMA = "layerlens.trace/1"
@@ -35,6 +35,8 @@ def to_dict(trace: Trace, value_keys: dict[int, str] | None = None) -> dict[str,
         "error": trace.error,
         "warnings": list(trace.warnings),
         "records": [_record(r, keys) for r in trace.records],
+        "ops": [_op(o) for o in trace.ops],
+        "edges": [[e.src, e.dst, list(e.shape), e.dtype] for e in trace.edges],
     }
 
 
@@ -80,6 +82,17 @@ def _record(r: LayerRecord, keys: dict[int, str]) -> dict[str, Any]:
         "details": _encode(r.details),
         "checks": [_encode(vars(c)) for c in r.checks],
         "error": r.error,
+    }
+
+
+def _op(o: OpRecord) -> dict[str, Any]:
+    return {
+        "index": o.index,
+        "name": o.name,
+        "label": o.label,
+        "parent": o.parent,
+        "inputs": [_tensor(t, {}) for t in o.inputs],
+        "outputs": [_tensor(t, {}) for t in o.outputs],
     }
 
 
@@ -137,7 +150,9 @@ def from_dict(doc: Any, arrays: dict[str, np.ndarray] | None = None) -> Trace:
     records = [r.record(item, f"records[{i}]") for i, item in enumerate(r.get(doc, "records", list))]
     warnings = [str(w) for w in r.get(doc, "warnings", list)]
     error = doc.get("error")
-    return Trace(records, meta, warnings, error if isinstance(error, str) else None)
+    ops = [r.op(item, f"ops[{i}]") for i, item in enumerate(doc.get("ops", []))]
+    edges = [r.edge(item, f"edges[{i}]") for i, item in enumerate(doc.get("edges", []))]
+    return Trace(records, meta, warnings, error if isinstance(error, str) else None, ops, edges)
 
 
 def _load_arrays(doc: Any, path: Path | None) -> dict[str, np.ndarray]:
@@ -167,10 +182,13 @@ class _Reader:
         return value  # type: ignore[return-value]
 
     def meta(self, obj: dict[str, Any]) -> TraceMeta:
-        missing = [f for f in TraceMeta.__dataclass_fields__ if f not in obj]
+        fields = TraceMeta.__dataclass_fields__
+        missing = [f for f in fields if f not in obj]
         if missing:
             raise ValueError(f"load_trace: missing field 'meta.{missing[0]}'")
-        return TraceMeta(**{f: obj[f] for f in TraceMeta.__dataclass_fields__})
+        values = {f: obj[f] for f in fields}
+        values["input_names"] = tuple(str(n) for n in values["input_names"])
+        return TraceMeta(**values)
 
     def record(self, obj: Any, where: str) -> LayerRecord:
         g = self._getter(obj, where)
@@ -194,6 +212,23 @@ class _Reader:
             error=obj.get("error") if isinstance(obj.get("error"), str) else None,
             parent=parent if isinstance(parent, int) else None,
         )
+
+    def op(self, obj: Any, where: str) -> OpRecord:
+        g = self._getter(obj, where)
+        parent = obj.get("parent")
+        return OpRecord(
+            index=g("index", int),
+            name=g("name", str),
+            label=g("label", str),
+            parent=parent if isinstance(parent, int) else None,
+            inputs=tuple(self.tensor(t, f"{where}.inputs[{i}]") for i, t in enumerate(g("inputs", list))),
+            outputs=tuple(self.tensor(t, f"{where}.outputs[{i}]") for i, t in enumerate(g("outputs", list))),
+        )
+
+    def edge(self, obj: Any, where: str) -> Edge:
+        if not (isinstance(obj, list) and len(obj) == 4 and isinstance(obj[2], list)):
+            raise ValueError(f"load_trace: {where} should be [src, dst, shape, dtype]")
+        return Edge(str(obj[0]), str(obj[1]), tuple(int(d) for d in obj[2]), str(obj[3]))
 
     def tensor(self, obj: Any, where: str) -> TensorInfo:
         g = self._getter(obj, where)

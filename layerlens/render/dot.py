@@ -1,0 +1,206 @@
+"""Draw a trace's data flow as a Graphviz graph.
+
+Labels are HTML-like, built from escaped text only, and node ids are our own
+(`c3`, `o1`, `in:0`), so no module name can break the DOT or inject
+attributes. Colours are mid-tone fills with dark text on a transparent
+background, readable on light and dark pages alike.
+"""
+
+from __future__ import annotations
+
+import html
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import graphviz
+
+from ..errors import LayerlensWarning
+from ..records import LayerRecord
+from .facts import key_facts
+from .view import Cluster, Node, View, build_view
+
+if TYPE_CHECKING:
+    from ..result import Trace
+
+# Above this many nodes a diagram stops being readable: suggest depth= or roll=.
+LARGE = 400
+
+FONT = "Helvetica"  # known to dot (fontconfig) and to graphviz-pure (metric-compatible Arimo)
+TEXT = "#1f2328"
+MUTED = "#6e7781"
+FAILED = ("#ffd8d3", "#d1242f")
+
+# Fill colours by layer family, found along the module type's MRO (torch's module paths).
+_FAMILIES: tuple[tuple[str, str], ...] = (
+    ("torch.nn.modules.conv.", "#c8e1ff"),
+    ("torch.nn.modules.pooling.", "#c5ecec"),
+    ("torch.nn.modules.rnn.", "#e0d4f7"),
+    ("torch.nn.modules.batchnorm.", "#fbeaa5"),
+    ("torch.nn.modules.instancenorm.", "#fbeaa5"),
+    ("torch.nn.modules.normalization.", "#fbeaa5"),
+    ("torch.nn.modules.dropout.", "#dde3ea"),
+    ("torch.nn.modules.linear.", "#c9ecd1"),
+    ("torch.nn.modules.sparse.", "#c9ecd1"),
+    ("torch.nn.modules.activation.MultiheadAttention", "#f7d4e6"),
+    ("torch.nn.modules.transformer.", "#f7d4e6"),
+    ("torch.nn.modules.activation.", "#fdddc0"),
+)
+_OTHER = "#e8ebef"
+_OP = "#ffffff"
+_IO = "#d0d7de"
+
+
+def to_digraph(trace: Trace, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> graphviz.Digraph:
+    """The trace as a `graphviz.Digraph`."""
+    if rankdir not in ("TB", "LR", "BT", "RL"):
+        raise ValueError(f"rankdir must be 'TB', 'LR', 'BT' or 'RL', got {rankdir!r}")
+    if depth is not None and (not isinstance(depth, int) or depth < 0):
+        raise ValueError(f"depth must be an int >= 0 or None, got {depth!r}")
+    view = build_view(trace.records, trace.ops, trace.edges, depth, roll)
+    if len(view.nodes) > LARGE:
+        warnings.warn(
+            f"the diagram has {len(view.nodes)} nodes: pass depth=1 or 2, or roll=True, for one you can read",
+            LayerlensWarning,
+            stacklevel=3,
+        )
+    g = graphviz.Digraph(name=_safe_name(trace.meta.model_type))
+    g.attr(rankdir=rankdir, bgcolor="transparent", fontname=FONT, fontcolor=MUTED, nodesep="0.25", ranksep="0.35")
+    g.attr("node", shape="box", style="rounded,filled", fontname=FONT, fontsize="10", color="#8c959f", fontcolor=TEXT)
+    g.attr("edge", fontname=FONT, fontsize="9", color="#8c959f", fontcolor=MUTED, arrowsize="0.7")
+    _fill(g, view, None, trace.meta.input_names)
+    for src, dst, shape, dtype in view.edges:
+        label = shape if dtype == "float32" else f"{shape} {dtype}"
+        g.edge(src, dst, label=f" {label} ")
+    return g
+
+
+def _fill(g: graphviz.Digraph, view: View, cluster: str | None, names: tuple[str, ...]) -> None:
+    """Draw the nodes and sub-clusters that belong directly in `cluster`."""
+    for node in view.nodes.values():
+        if node.cluster == cluster:
+            g.node(node.id, **_node_attrs(node, names))
+    for c in view.clusters.values():
+        if c.parent == cluster:
+            with g.subgraph(name=f"cluster_{c.id}") as sub:
+                sub.attr(**_cluster_attrs(c))
+                _fill(sub, view, c.id, names)
+
+
+def _node_attrs(node: Node, names: tuple[str, ...]) -> dict[str, str]:
+    if node.kind in ("input", "output"):
+        assert node.tensor is not None
+        name = _input_name(node.tensor.path, names) if node.kind == "input" else _output_name(node.tensor.path)
+        return {"label": _html([(name, True), (node.tensor.describe(), False)]), "shape": "oval", "fillcolor": _IO}
+    if node.kind == "op":
+        assert node.op is not None
+        tip = f"{node.op.name} -> " + ", ".join(t.describe() for t in node.op.outputs)
+        return {
+            "label": _html([(node.op.label, False)]),
+            "shape": "box",
+            "style": "rounded,filled",
+            "fillcolor": _OP,
+            "fontsize": "9",
+            "height": "0.25",
+            "margin": "0.06,0.02",
+            "tooltip": _tip([tip]),
+        }
+    assert node.record is not None
+    return _record_attrs(node.record, node.calls)
+
+
+def _input_name(path: str, names: tuple[str, ...]) -> str:
+    """`x` for positional input 0 of `forward(self, x)`, `x.1` inside it, keywords as named."""
+    head, _, rest = path.partition(".")
+    if head.isdigit() and int(head) < len(names):
+        head = names[int(head)]
+    elif head.isdigit():
+        head = f"input {head}"
+    return f"{head}.{rest}" if rest else head
+
+
+def _output_name(path: str) -> str:
+    return f"output {path}" if path else "output"
+
+
+def _record_attrs(r: LayerRecord, calls: int) -> dict[str, str]:
+    title = (r.name or "(root)") if calls > 1 else r.label
+    lines = [(title, True), (_subtitle(r, calls), False)]
+    if r.num_params:
+        lines.append((f"{r.num_params:,} params", False))
+    attrs = {"label": _html(lines), "fillcolor": _family(r), "tooltip": _tip(_tooltip_lines(r))}
+    if not r.ok:
+        attrs.update(fillcolor=FAILED[0], color=FAILED[1], penwidth="2")
+    return attrs
+
+
+def _cluster_attrs(c: Cluster) -> dict[str, str]:
+    r = c.record
+    title = (r.name or "(root)") if c.calls > 1 else r.label
+    extra = f" ×{c.calls}" if c.calls > 1 else ""
+    attrs = {
+        "label": _html([(f"{title}  ", True), (f"{r.type_name}{extra}", False)], inline=True),
+        "style": "rounded,dashed",
+        "color": "#8c959f",
+        "fontcolor": MUTED,
+        "fontsize": "10",
+        "labeljust": "l",
+        "tooltip": _tip(_tooltip_lines(r)),
+    }
+    if not r.ok:
+        attrs.update(color=FAILED[1], fontcolor=FAILED[1], penwidth="2")
+    return attrs
+
+
+def _subtitle(r: LayerRecord, calls: int) -> str:
+    facts = key_facts(r)
+    text = f"{r.type_name}  {facts}" if facts else r.type_name
+    return f"{text}  ×{calls} calls" if calls > 1 else text
+
+
+def _tooltip_lines(r: LayerRecord) -> list[str]:
+    lines = [f"{r.name or '(root)'} ({r.type_name})"]
+    if r.error:
+        lines.append(f"raised {r.error}")
+    lines += [("✓ " if c.ok else "✗ ") + c.message for c in r.checks if not c.ok] or [
+        "✓ " + c.message for c in r.checks
+    ]
+    return lines
+
+
+def _family(r: LayerRecord) -> str:
+    for path in r.type_path:
+        for prefix, colour in _FAMILIES:
+            if path.startswith(prefix):
+                return colour
+    return _OTHER
+
+
+def _html(lines: list[tuple[str, bool]], inline: bool = False) -> str:
+    """An HTML-like label from plain text lines, escaped: bold where flagged,
+    the others smaller; on one line (`inline`) or one per line."""
+    parts = [f"<B>{_text(t)}</B>" if bold else f'<FONT POINT-SIZE="9">{_text(t)}</FONT>' for t, bold in lines]
+    return "<" + ("" if inline else "<BR/>").join(parts) + ">"
+
+
+def _text(text: str) -> str:
+    """Escaped for an HTML-like label; control characters shown, not obeyed."""
+    cleaned = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return html.escape(cleaned, quote=True)
+
+
+def _tip(lines: list[str]) -> str:
+    """A tooltip: plain text for an escString (backslashes doubled, lines joined by \\n)."""
+    return "\\n".join(graphviz.escape(_printable(line)) for line in lines)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in text) or "model"
+
+
+def dot_source(trace: Trace, **options: Any) -> str:
+    """The DOT text of `to_digraph`."""
+    return str(to_digraph(trace, **options).source)

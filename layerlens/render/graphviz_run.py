@@ -1,0 +1,66 @@
+"""Run a Graphviz layout program on DOT text: `dot` from PATH, or the
+pip-installable `graphviz-pure` (`pip install layerlens[render]`) when there
+is no `dot`. Finding one is checked before any work is done."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+from ..errors import LayerlensWarning
+
+FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
+_PURE_FORMATS = {"svg", "png"}  # graphviz-pure 0.2 writes no PDF yet
+
+
+class RenderError(RuntimeError):
+    """No layout program could draw the diagram; the message says how to get one."""
+
+
+def find_renderer(fmt: str = "svg", prefer: str | None = None) -> list[str]:
+    """The command line that renders `fmt`: Graphviz's `dot`, else `graphviz-pure`.
+    `prefer` ("dot" or "graphviz-pure") picks one when both are installed."""
+    dot = shutil.which("dot")
+    pure = shutil.which("graphviz-pure") or _beside_python("graphviz-pure")
+    order = (
+        [("graphviz-pure", pure), ("dot", dot)]
+        if prefer == "graphviz-pure"
+        else [("dot", dot), ("graphviz-pure", pure)]
+    )
+    for name, exe in order:
+        if exe and (name == "dot" or fmt in _PURE_FORMATS):
+            return [exe]
+    if pure and fmt not in _PURE_FORMATS:
+        raise RenderError(
+            f"writing .{fmt} needs Graphviz's dot (graphviz-pure writes svg and png): "
+            "install Graphviz (apt-get install graphviz, brew install graphviz, conda install graphviz)"
+        )
+    raise RenderError(
+        "drawing a diagram needs Graphviz's `dot` or `graphviz-pure`, and neither was found: install Graphviz "
+        "(apt-get install graphviz, brew install graphviz, conda install graphviz) or run "
+        "`pip install layerlens[render]`; Trace.to_dot() works without either"
+    )
+
+
+def run(source: str, fmt: str, command: list[str]) -> bytes:
+    """Lay out and draw `source` in format `fmt`; Graphviz's warnings become ours."""
+    try:
+        done = subprocess.run([*command, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RenderError(f"running {command[0]} failed: {exc}") from None
+    message = done.stderr.decode("utf-8", "replace").strip()
+    if done.returncode != 0:
+        raise RenderError(f"{Path(command[0]).name} failed (exit {done.returncode}): {message}")
+    if message:
+        warnings.warn(f"{Path(command[0]).name}: {message}", LayerlensWarning, stacklevel=3)
+    return done.stdout
+
+
+def _beside_python(name: str) -> str | None:
+    """A console script installed in this interpreter's environment, even when
+    that environment's bin folder is not on PATH."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.is_file() else None
