@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.layerlens-installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint docs-diagrams clean
 
 setup: $(STAMP)
 
@@ -31,9 +31,12 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check layerlens tests examples
-	$(BIN)/ruff format --check layerlens tests examples
+	$(BIN)/ruff check layerlens tests examples docs
+	$(BIN)/ruff format --check layerlens tests examples docs
 	$(BIN)/mypy layerlens
+
+docs-diagrams: setup
+	$(BIN)/python docs/generate.py
 
 clean:
 	rm -rf $(VENV) layerlens-demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,4 +1,4 @@
-"""The `layerlens` command line: `layerlens trace [MODULE:FACTORY] ...`.
+"""The `layerlens` command line: `layerlens trace|diagram [MODULE:FACTORY] ...`.
 
 Exit status: 0 when the trace ran and every check held, 1 when checks failed,
 2 when it could not run (bad arguments, a model that does not import, a
@@ -20,6 +20,7 @@ from torch import nn
 
 from ._version import __version__
 from .errors import TraceError
+from .render.graphviz_run import FORMATS, RenderError, find_renderer
 from .render.table import COLUMNS, render_checks
 from .result import Trace
 from .tracing import trace
@@ -49,26 +50,35 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="layerlens", description="See what every layer of a PyTorch model does.")
     parser.add_argument("--version", action="version", version=f"layerlens {__version__}")
     sub = parser.add_subparsers(dest="command")
-    p = sub.add_parser("trace", help="trace one forward pass and print the table")
-    p.add_argument("model", nargs="?", help="MODULE:FACTORY or path/to/file.py:FACTORY, a callable returning an "
-                   "nn.Module (default: the bundled abc classifier on real encoded strings)")  # fmt: skip
-    p.add_argument("--input-size", action="append", metavar="SHAPE",
-                   help="input shape like 64,6 (repeat for several inputs)")  # fmt: skip
-    p.add_argument(
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("model", nargs="?", help="MODULE:FACTORY or path/to/file.py:FACTORY, a callable returning an "
+                       "nn.Module (default: the bundled abc classifier on real encoded strings)")  # fmt: skip
+    model.add_argument("--input-size", action="append", metavar="SHAPE",
+                       help="input shape like 64,6 (repeat for several inputs)")  # fmt: skip
+    model.add_argument(
         "--dtype", action="append", metavar="DTYPE", help="input dtype like float32 or long (repeat per input)"
     )
+    model.add_argument("--mode", choices=("train", "eval"), help="run the model in this mode for the trace")
+    model.add_argument("--depth", type=int, help="show layers down to this depth only")
+
+    p = sub.add_parser("trace", parents=[model], help="trace one forward pass and print the table")
     p.add_argument("--values", choices=("stats", "full", "none"), default="stats")
-    p.add_argument("--mode", choices=("train", "eval"), help="run the model in this mode for the trace")
     p.add_argument("--fmt", default="simple", help="any tabulate format: simple, github, grid, html, latex, ...")
     p.add_argument("--columns", help=f"comma-separated table columns from: {', '.join(COLUMNS)}")
-    p.add_argument("--depth", type=int, help="show layers down to this depth only")
     p.add_argument("--checks", action="store_true", help="list every check with its message below the table")
     p.add_argument("--json", metavar="PATH", help="also save the trace as JSON (values to an .npz beside it)")
     p.set_defaults(run=_trace_command)
+
+    d = sub.add_parser("diagram", parents=[model], help="draw the data flow of one forward pass")
+    d.add_argument("-o", "--output", default="diagram.svg", help="file to write: .svg, .png, .pdf, .dot or .gv")
+    d.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="top to bottom or left to right")
+    d.add_argument("--roll", action="store_true", help="draw each reused module once, with its call count")
+    d.set_defaults(run=_diagram_command)
     return parser
 
 
-def _trace_command(ns: argparse.Namespace) -> int:
+def _traced(ns: argparse.Namespace, values: str | None = "stats") -> Trace:
+    """Load the model named on the command line and trace it on its inputs."""
     model, default_x = _load_model(ns.model)
     shapes = [_parse_shape(s) for s in ns.input_size or []]
     dtypes = [_parse_dtype(d) for d in ns.dtype or []] or None
@@ -79,11 +89,13 @@ def _trace_command(ns: argparse.Namespace) -> int:
     x = None if shapes else default_x
     size: Any = (shapes[0] if len(shapes) == 1 else shapes) if shapes else None
     try:
-        t = trace(
-            model, x, input_size=size, dtypes=dtypes, values=None if ns.values == "none" else ns.values, mode=ns.mode
-        )
+        return trace(model, x, input_size=size, dtypes=dtypes, values=values, mode=ns.mode)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
         raise CliError(str(exc)) from None
+
+
+def _trace_command(ns: argparse.Namespace) -> int:
+    t = _traced(ns, None if ns.values == "none" else ns.values)
     columns = ns.columns.split(",") if ns.columns else None
     try:
         print(t.table(fmt=ns.fmt, columns=columns, depth=ns.depth))
@@ -93,6 +105,25 @@ def _trace_command(ns: argparse.Namespace) -> int:
         print("\n" + render_checks(t, failed_only=not ns.checks))
     if ns.json:
         _save(t, Path(ns.json))
+    return 0 if t.ok else 1
+
+
+def _diagram_command(ns: argparse.Namespace) -> int:
+    path = Path(ns.output)
+    if path.suffix.lower() in FORMATS:
+        try:
+            find_renderer(FORMATS[path.suffix.lower()])  # before tracing: say early what is missing
+        except RenderError as exc:
+            raise CliError(str(exc)) from None
+    t = _traced(ns)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t.render(path, depth=ns.depth, rankdir=ns.rankdir, roll=ns.roll)
+    except (ValueError, RenderError) as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+    print(f"diagram of {t.meta.model_type} ({len(t)} calls) written to {path}")
     return 0 if t.ok else 1
 
 

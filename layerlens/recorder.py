@@ -60,6 +60,7 @@ class Call:
         "other_outputs",
         "outputs",
         "parent",
+        "paused",
         "probe_state",
         "training",
     )  # fmt: skip
@@ -81,6 +82,7 @@ class Call:
         self.args: tuple[Any, ...] | None = None
         self.after: int | None = None  # for a failed call: the last call completed before it
         self.inner = False  # a module call or functional op ran inside this one
+        self.paused: Any = None  # the op-capture mode, taken off the stack while this leaf runs
 
 
 class Recorder:
@@ -97,6 +99,7 @@ class Recorder:
     ) -> None:
         self.root = root
         self.flow = flow
+        self.mode: Any = None  # the OpCapture mode, when ops are caught
         self.capture = capture
         self.calls: list[Call] = []
         self.failed: list[Call] = []
@@ -126,6 +129,12 @@ class Recorder:
             torch_module.register_module_forward_pre_hook(self._pre),
             torch_module.register_module_forward_hook(self._post, with_kwargs=True, always_call=True),
         ]
+
+    def close(self) -> None:
+        """End the forward: close calls left open (their post-hooks never ran,
+        e.g. after a KeyboardInterrupt), putting back a paused op-capture mode."""
+        if self._stack:
+            self._pop(self._stack[0].module)
 
     def remove(self) -> None:
         """Remove the global hook pair; safe to call more than once."""
@@ -209,6 +218,8 @@ class Recorder:
             self.flow.consumed(tensors, f"call:{call.index}")
         if info.probe is not None and info.probe.before is not None:
             call.probe_state = info.probe.before(module, args)
+        if info.leaf and self.mode is not None:
+            call.paused = _pause(self.mode)
 
     def _leave(self, call: Call, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         name = call.info.name
@@ -253,6 +264,10 @@ class Recorder:
         for i in range(len(self._stack) - 1, -1, -1):
             if self._stack[i].module is module:
                 call = self._stack[i]
+                for closing in reversed(self._stack[i:]):
+                    if closing.paused is not None:
+                        torch._C._push_on_torch_function_stack(closing.paused)
+                        closing.paused = None
                 del self._stack[i:]
                 return call
         return None
@@ -279,3 +294,13 @@ class Recorder:
     def _warn(self, text: str) -> None:
         if text not in self.warnings:
             self.warnings.append(text)
+
+
+def _pause(mode: Any) -> Any:
+    """Take the op-capture mode off the torch-function stack while a leaf module
+    runs, so the leaf's own torch calls (an `F.linear`, ...) cost nothing to
+    catch; only when it is on top (a user's mode above it stays untouched)."""
+    depth = torch._C._len_torch_function_stack()
+    if depth and torch._C._get_function_stack_at(depth - 1) is mode:
+        return torch._C._pop_torch_function_stack()
+    return None

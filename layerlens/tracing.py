@@ -164,10 +164,15 @@ def _run(
 ) -> Exception | None:
     """One forward with the recorder installed; returns the exception it raised."""
     recorder.install()
-    catching = OpCapture(recorder.on_op) if recorder.flow is not None else contextlib.nullcontext()
+    catching: Any = contextlib.nullcontext()
+    if recorder.flow is not None:
+        catching = recorder.mode = OpCapture(recorder.on_op)
     try:
         with torch.enable_grad() if grad else torch.no_grad(), catching:
-            model(*args, **kwargs)
+            try:
+                model(*args, **kwargs)
+            finally:
+                recorder.close()  # before the mode exits, so it finds itself on top of the stack
     except Exception as exc:
         return exc
     finally:

@@ -102,3 +102,27 @@ def test_checks_listing(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "✓ embedding  embedding_index_range: indices span" in out
     assert "✓ rnn  rnn_final_state:" in out
+
+
+def test_diagram_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "abc.dot"
+    assert main(["diagram", "-o", str(out)]) == 0
+    assert "written to" in capsys.readouterr().out
+    text = out.read_text()
+    assert text.startswith("digraph AbcClassifier") and "reshape" in text
+    out = tmp_path / "r.dot"
+    args = ["diagram", "layerlens.examples.models:resnet_like", "--input-size", "1,3,16,16"]
+    assert main([*args, "--depth", "1", "--rankdir", "LR", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "rankdir=LR" in text and "block1.conv1" not in text and "block1" in text
+
+
+def test_diagram_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main(["diagram", "-o", str(tmp_path / "x.jpg")]) == 2
+    assert "writes .svg, .png, .pdf, .dot or .gv" in capsys.readouterr().err
+    from layerlens.render import graphviz_run
+
+    monkeypatch.setattr(graphviz_run.shutil, "which", lambda name: None)
+    monkeypatch.setattr(graphviz_run, "_beside_python", lambda name: None)
+    assert main(["diagram", "-o", str(tmp_path / "x.svg")]) == 2
+    assert "pip install layerlens[render]" in capsys.readouterr().err

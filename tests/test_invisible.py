@@ -193,3 +193,23 @@ def test_grad_flags_and_grads_untouched() -> None:
     ll.trace(model, torch.randn(8, 6), grad=True)
     assert not model.head.weight.requires_grad
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_keyboard_interrupt_propagates_and_leaves_nothing_behind() -> None:
+    class Interrupting(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise KeyboardInterrupt
+
+    model = nn.Sequential(nn.Linear(6, 6), nn.BatchNorm1d(6), Interrupting())
+    x = torch.randn(8, 6)
+    before = _snapshot(model)
+    with pytest.raises(KeyboardInterrupt):
+        ll.trace(model, x)
+    _assert_same(before, model)
+    assert not torch.nn.modules.module._global_forward_hooks
+    assert not torch.nn.modules.module._global_forward_pre_hooks
+    assert torch._C._len_torch_function_stack() == 0
+    assert torch.backends.mha.get_fastpath_enabled()
+    import gc
+
+    assert gc.isenabled()
