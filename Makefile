@@ -23,9 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/layerlens trace --checks --json layerlens-demo/trace.json
-	$(BIN)/layerlens trace --fmt github --columns layer,type,input,output,params,checks,details,mean,std,zeros > layerlens-demo/table.md
-	@echo "wrote layerlens-demo/trace.json and layerlens-demo/table.md"
+	$(BIN)/layerlens demo
 
 test: setup
 	$(BIN)/python -m pytest -q

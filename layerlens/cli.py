@@ -1,4 +1,4 @@
-"""The `layerlens` command line: `layerlens trace|diagram [MODULE:FACTORY] ...`.
+"""The `layerlens` command line: `layerlens trace|diagram [MODULE:FACTORY] ...`, `layerlens demo`.
 
 Exit status: 0 when the trace ran and every check held, 1 when checks failed,
 2 when it could not run (bad arguments, a model that does not import, a
@@ -74,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="top to bottom or left to right")
     d.add_argument("--roll", action="store_true", help="draw each reused module once, with its call count")
     d.set_defaults(run=_diagram_command)
+
+    demo = sub.add_parser("demo", help="train the bundled abc classifier, trace it, write table/diagram/JSON")
+    demo.add_argument("--out", default="layerlens-demo", help="output folder (default: ./layerlens-demo)")
+    demo.add_argument("--retrain", action="store_true", help="train again even if the folder holds a model")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true", help="no progress display while training")
+    demo.set_defaults(run=_demo_command)
     return parser
 
 
@@ -125,6 +132,17 @@ def _diagram_command(ns: argparse.Namespace) -> int:
         raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
     print(f"diagram of {t.meta.model_type} ({len(t)} calls) written to {path}")
     return 0 if t.ok else 1
+
+
+def _demo_command(ns: argparse.Namespace) -> int:
+    from .demo import run_demo, summary
+
+    try:
+        result = run_demo(ns.out, retrain=ns.retrain, seed=ns.seed, progress=not ns.quiet)
+    except (OSError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    print(summary(result))
+    return 0 if result.trace.ok else 1
 
 
 def _save(t: Trace, path: Path) -> None:

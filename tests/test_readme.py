@@ -3,6 +3,7 @@ prints, and the failure block is what the described change raises."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -44,9 +45,19 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert "make test" in ci
 
 
-def test_demo_block_is_real_output(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["trace", "--checks"]) == 0
-    assert capsys.readouterr().out.strip() == _blocks()[0].strip()
+def _timeless(text: str) -> str:
+    return re.sub(r"\d+\.\d s", "N s", text)
+
+
+def test_demo_blocks_are_real_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--quiet"]) == 0
+    assert _timeless(capsys.readouterr().out.strip()) == _timeless(_blocks()[0].strip())
+    table = (tmp_path / "layerlens-demo" / "table.txt").read_text(encoding="utf-8")
+    check_lines = [line for line in table.splitlines() if line.startswith(("✓ ", "✗ "))]
+    assert check_lines == _blocks()[1].strip().splitlines()
 
 
 def test_failure_block_is_real_output() -> None:
@@ -54,5 +65,5 @@ def test_failure_block_is_real_output() -> None:
     model.rnn = nn.RNN(10, 21, num_layers=2, batch_first=True)
     with pytest.raises(ll.TraceError) as info:
         ll.trace(model, abc.encode(["xyzab"] * 64))
-    assert f"layerlens.errors.TraceError: {info.value}" == _blocks()[1].strip()
+    assert f"layerlens.errors.TraceError: {info.value}" == _blocks()[2].strip()
     assert torch.equal(model.embedding.weight[0], torch.zeros(10))
