@@ -63,6 +63,7 @@ def main() -> None:
     x, y = torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor([4.0, 1.0], dtype=torch.float64)
     t = ll.trace(model, x, kwargs={"y": y})
     print(t.table(columns=["layer", "type", "input", "output", "params"]))
+    print("verify:", ll.verify(model, x, kwargs={"y": y}).summary())
 
     w = model.linear.weight.detach().numpy().copy()
     xn, yn = x.numpy(), y.numpy()

@@ -25,6 +25,7 @@ def main() -> None:
     print(f"output[1, 2] equals weight[7]: {bool((out[1, 2] == embed.weight[7].detach().numpy()).all())}")
     for check in t.checks:
         print(f"{check.name}: {check.message}")
+    print("verify:", ll.verify(embed, indices).summary())
 
 
 if __name__ == "__main__":

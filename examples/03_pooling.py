@@ -40,6 +40,7 @@ def main() -> None:
     e = t["embedding"].outputs[0].value
     m = t["max2d"].outputs[0].value
     assert e is not None and m is not None
+    print("verify:", ll.verify(Pools(), torch.tensor([0, 1, 2, 3])).summary())
     print(f"\nMaxPool2d((4, 1)) is the column-wise max of the 4x4 embedding: {bool((m.reshape(4) == e.max(0)).all())}")
 
 

@@ -23,6 +23,7 @@ def main() -> None:
     r = t[0]
     print(f"\nbatch_first=True reads (1, 4, 5) as batch {r.details['batch']}, {r.details['seq_len']} steps")
     print(r.checks[0].message)
+    print("verify:", ll.verify(first, x).summary())
 
     second = nn.RNN(5, 6, num_layers=2)  # batch_first=False: (seq, batch, feature)
     second.load_state_dict(first.state_dict())

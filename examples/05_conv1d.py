@@ -22,14 +22,15 @@ CONFIGS = [  # (L_in, kernel_size, stride, padding, dilation)
 
 
 def main() -> None:
-    print("L_in  k  s  p  d   formula  torch")
+    print("L_in  k  s  p  d   formula  torch  check  verify")
     for L, k, s, p, d in CONFIGS:
         conv = nn.Conv1d(1, 1, k, stride=s, padding=p, dilation=d)
         t = ll.trace(conv, torch.randn(1, 1, L), values=None)
         check = t[0].checks[0]
         formula = ll.conv_output_length(L, k, s, p, d)
         verdict = "ok" if check.ok else "FAIL"
-        print(f"{L:4d} {k:2d} {s:2d} {p:2d} {d:2d}   {formula:7d}  {check.actual:5d}  {verdict}")
+        agrees = "agrees" if ll.verify(conv, torch.randn(1, 1, L)).ok else "DIFFERS"
+        print(f"{L:4d} {k:2d} {s:2d} {p:2d} {d:2d}   {formula:7d}  {check.actual:5d}  {verdict:5s}  {agrees}")
 
     # A misread expectation: the author believed padding=1 keeps the length with kernel_size=5
     # ("same" needs padding=2), and sized the classifier for 32 channels x 64 positions.

@@ -34,6 +34,7 @@ def main() -> None:
     print()
     for r in t[1:]:
         print(f"{r.name}: {r.checks[0].message}")
+    print("verify:", ll.verify(ThreeNorms().train(), x).summary())
     b, ln, inst = (r.outputs[0].stats for r in t[1:])
     assert b is not None and ln is not None and inst is not None
     print(f"\nall three outputs have mean ~0 and std ~1 overall: {b.mean:.3f}/{b.std:.3f}, {ln.mean:.3f}/{ln.std:.3f}, "

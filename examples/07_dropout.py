@@ -26,6 +26,7 @@ def main() -> None:
     assert y is not None
     print(f"eval:   {y.tolist()}")
     print(t.checks[0].message)
+    print("verify (train, from the mask it drew):", ll.verify(drop, x, mode="train").summary())
     big = ll.trace(nn.Dropout(0.6), torch.ones(100_000), mode="train")
     print(f"on 100,000 ones: dropped {big[0].details['observed_drop_fraction']:.1%} (p = 60%), "
           f"mean {big[0].outputs[0].stats.mean:.3f} (expected 1.0)")  # type: ignore[union-attr]  # fmt: skip

@@ -17,6 +17,7 @@ def main() -> None:
     print(f"accuracy on 2,000 fresh strings: {abc.accuracy(result.model, texts, classes):.2%}")
     t = ll.trace(result.model, abc.encode(texts[:64]))
     print(t.table(columns=["layer", "type", "input", "output", "params", "checks", "details"]))
+    print("verify:", ll.verify(result.model, abc.encode(texts[:64])).summary())
     for p in abc.predict(result.model, ["xyzab", "qwbert", "cxyzw", "Bbxyz"]):
         print(f"{p.text}: class {p.cls} (p={p.probabilities[p.cls]:.3f}), ground truth {abc.label(p.text)}")
 

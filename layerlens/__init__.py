@@ -9,26 +9,34 @@ from ._version import __version__
 from .errors import LayerlensWarning, TraceError
 from .formulas import conv_output_length, pool_output_length
 from .inspectors import register, unregister
+from .inspectors.registry import register_reference
 from .records import Check, LayerRecord, TensorInfo, TensorStats
 from .render.json_trace import load_trace
 from .result import Summary, Trace, TraceMeta
 from .tracing import trace
+from .verify import OptimizerReport, Verdict, VerifyReport, verify, verify_optimizer
 
 __all__ = [
     "Check",
     "LayerRecord",
     "LayerlensWarning",
+    "OptimizerReport",
     "Summary",
     "TensorInfo",
     "TensorStats",
     "Trace",
     "TraceError",
     "TraceMeta",
+    "Verdict",
+    "VerifyReport",
     "__version__",
     "conv_output_length",
     "load_trace",
     "pool_output_length",
     "register",
+    "register_reference",
     "trace",
     "unregister",
+    "verify",
+    "verify_optimizer",
 ]

@@ -1,4 +1,4 @@
-"""The `layerlens` command line: `layerlens trace|diagram [MODULE:FACTORY] ...`, `layerlens demo`.
+"""The `layerlens` command line: `layerlens trace|diagram|verify [MODULE:FACTORY] ...`, `layerlens demo`.
 
 Exit status: 0 when the trace ran and every check held, 1 when checks failed,
 2 when it could not run (bad arguments, a model that does not import, a
@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--roll", action="store_true", help="draw each reused module once, with its call count")
     d.set_defaults(run=_diagram_command)
 
+    v = sub.add_parser("verify", parents=[model], help="check every layer against its numpy reference")
+    v.add_argument("--rtol", type=float, help="relative tolerance (default: by dtype)")
+    v.add_argument("--atol", type=float, help="absolute tolerance (default: by dtype)")
+    v.add_argument("--fmt", default="simple", help="any tabulate format")
+    v.add_argument("--json", metavar="PATH", help="also save the report as JSON")
+    v.set_defaults(run=_verify_command)
+
     demo = sub.add_parser("demo", help="train the bundled abc classifier, trace it, write table/diagram/JSON")
     demo.add_argument("--out", default="layerlens-demo", help="output folder (default: ./layerlens-demo)")
     demo.add_argument("--retrain", action="store_true", help="train again even if the folder holds a model")
@@ -84,19 +91,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _traced(ns: argparse.Namespace, values: str | None = "stats") -> Trace:
-    """Load the model named on the command line and trace it on its inputs."""
-    model, default_x = _load_model(ns.model)
+def _input_spec(ns: argparse.Namespace, default_x: torch.Tensor | None) -> tuple[Any, Any]:
+    """(input_size, dtypes) from --input-size/--dtype; (None, None) to use the default inputs."""
     shapes = [_parse_shape(s) for s in ns.input_size or []]
     dtypes = [_parse_dtype(d) for d in ns.dtype or []] or None
     if not shapes and default_x is None:
         raise CliError("--input-size is required for a model of your own (e.g. --input-size 64,6 --dtype long)")
     if dtypes and not shapes:
         raise CliError("--dtype goes with --input-size")
-    x = None if shapes else default_x
     size: Any = (shapes[0] if len(shapes) == 1 else shapes) if shapes else None
+    return size, dtypes
+
+
+def _traced(ns: argparse.Namespace, values: str | None = "stats") -> Trace:
+    """Load the model named on the command line and trace it on its inputs."""
+    model, default_x = _load_model(ns.model)
+    size, dtypes = _input_spec(ns, default_x)
     try:
-        return trace(model, x, input_size=size, dtypes=dtypes, values=values, mode=ns.mode)  # type: ignore[arg-type]
+        return trace(model, None if size else default_x, input_size=size, dtypes=dtypes, values=values, mode=ns.mode)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
         raise CliError(str(exc)) from None
 
@@ -132,6 +144,22 @@ def _diagram_command(ns: argparse.Namespace) -> int:
         raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
     print(f"diagram of {t.meta.model_type} ({len(t)} calls) written to {path}")
     return 0 if t.ok else 1
+
+
+def _verify_command(ns: argparse.Namespace) -> int:
+    from .verify import verify
+
+    model, default_x = _load_model(ns.model)
+    size, dtypes = _input_spec(ns, default_x)
+    try:
+        report = verify(model, None if size else default_x, input_size=size, dtypes=dtypes, mode=ns.mode,
+                        rtol=ns.rtol, atol=ns.atol)  # fmt: skip
+        print(report.table(fmt=ns.fmt))
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    if ns.json:
+        Path(ns.json).write_text(report.to_json(), encoding="utf-8")
+    return 0 if report.ok else 1
 
 
 def _demo_command(ns: argparse.Namespace) -> int:

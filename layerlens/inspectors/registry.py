@@ -9,7 +9,10 @@ subclass inherits its base's entry unless it has its own:
   device tensors that a check needs (e.g. how many Dropout outputs are
   neither 0 nor `x/(1-p)`); they reach the inspector as `record.measures`;
 - an *expectation* `(module, args) -> str | None` says, when a call fails,
-  what the layer expected of its inputs.
+  what the layer expected of its inputs;
+- a *reference* `(module, inputs, record) -> outputs` recomputes a call's
+  outputs in numpy from its recorded inputs, for `layerlens.verify`
+  (public: `layerlens.register_reference`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ..records import Check, LayerRecord
 
 Inspector = Callable[[nn.Module, LayerRecord], Iterable[Check] | None]
 Expectation = Callable[[nn.Module, tuple[Any, ...]], str | None]
+Reference = Callable[[nn.Module, tuple[Any, ...], LayerRecord], Any]
 InspectorOverrides = Mapping[type, Inspector | None]
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -45,6 +49,7 @@ class Probe:
 _inspectors: dict[type, Inspector] = {}
 _probes: dict[type, Probe] = {}
 _expectations: dict[type, Expectation] = {}
+_references: dict[type, Reference] = {}
 _cache: dict[tuple[int, type], Any] = {}
 
 
@@ -67,8 +72,9 @@ def register(module_type: type | tuple[type, ...]) -> Callable[[F], F]:
 
 
 def unregister(module_type: type) -> None:
-    """Remove the inspector registered exactly for `module_type`, if any."""
+    """Remove the inspector and reference registered exactly for `module_type`, if any."""
     _inspectors.pop(module_type, None)
+    _references.pop(module_type, None)
     _cache.clear()
 
 
@@ -96,6 +102,28 @@ def expectation(module_type: type | tuple[type, ...]) -> Callable[[F], F]:
         return fn
 
     return decorate
+
+
+def register_reference(module_type: type | tuple[type, ...]) -> Callable[[F], F]:
+    """Decorator: use the function as the numpy reference for `module_type` in
+    `layerlens.verify`. It receives `(module, inputs, record)` — the call's
+    positional inputs as numpy float64 arrays and its LayerRecord — and returns
+    the expected output array, or a tuple of them in the order of `record.outputs`
+    (None for an output not to compare)."""
+    types = _module_types(module_type)
+
+    def decorate(fn: F) -> F:
+        for t in types:
+            _references[t] = fn
+        _cache.clear()
+        return fn
+
+    return decorate
+
+
+def reference_for(cls: type) -> Reference | None:
+    """The numpy reference for `cls`, if any."""
+    return _lookup(3, cls, _references)
 
 
 def inspector_for(cls: type, overrides: InspectorOverrides | None = None) -> Inspector | None:
