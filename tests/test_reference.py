@@ -44,14 +44,15 @@ def test_linear(batch: list[int], n_in: int, n_out: int, bias: bool, dtype: torc
 
 
 @SETTINGS
-@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=3), dim=st.integers(-1, 0), seed=st.integers(0, 2**16))
-def test_activations(shape: list[int], dim: int, seed: int) -> None:
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=3), dim=st.integers(-1, 0), dtype=dtypes,
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_activations(shape: list[int], dim: int, dtype: torch.dtype, seed: int) -> None:
     _seeded(seed)
-    x = torch.randn(*shape, dtype=torch.float64) * 10
-    _close(ref.sigmoid(_np(x)), torch.sigmoid(x))
-    _close(ref.tanh(_np(x)), torch.tanh(x))
-    _close(ref.relu(_np(x)), torch.relu(x))
-    _close(ref.softmax(_np(x), axis=dim), torch.softmax(x, dim=dim))
+    x = torch.randn(*shape, dtype=dtype) * 10
+    _close(ref.sigmoid(_np(x)), torch.sigmoid(x), dtype)
+    _close(ref.tanh(_np(x)), torch.tanh(x), dtype)
+    _close(ref.relu(_np(x)), torch.relu(x), dtype)
+    _close(ref.softmax(_np(x), axis=dim), torch.softmax(x, dim=dim), dtype)
 
 
 @SETTINGS
@@ -120,30 +121,30 @@ def test_conv2d(groups: int, H: int, W: int, kh: int, kw: int, s: tuple[int, int
 
 @SETTINGS
 @given(L=st.integers(1, 20), k=st.integers(1, 5), s=st.integers(1, 4), p=st.integers(0, 2), d=st.integers(1, 3),
-       ceil=st.booleans(), seed=st.integers(0, 2**16))  # fmt: skip
-def test_max_pool1d(L: int, k: int, s: int, p: int, d: int, ceil: bool, seed: int) -> None:
+       ceil=st.booleans(), dtype=dtypes, seed=st.integers(0, 2**16))  # fmt: skip
+def test_max_pool1d(L: int, k: int, s: int, p: int, d: int, ceil: bool, dtype: torch.dtype, seed: int) -> None:
     assume(2 * p <= k and L + 2 * p >= d * (k - 1) + 1)
     _seeded(seed)
-    x = torch.randn(2, 3, L, dtype=torch.float64)
+    x = torch.randn(2, 3, L, dtype=dtype)
     try:
         want = nn.MaxPool1d(k, s, p, d, ceil_mode=ceil)(x)
     except RuntimeError:
         assume(False)
-    _close(ref.max_pool1d(_np(x), k, s, p, d, ceil), want)
+    _close(ref.max_pool1d(_np(x), k, s, p, d, ceil), want, dtype)
 
 
 @SETTINGS
 @given(L=st.integers(1, 20), k=st.integers(1, 5), s=st.integers(1, 4), p=st.integers(0, 2), ceil=st.booleans(),
-       include=st.booleans(), seed=st.integers(0, 2**16))  # fmt: skip
-def test_avg_pool1d(L: int, k: int, s: int, p: int, ceil: bool, include: bool, seed: int) -> None:
+       include=st.booleans(), dtype=dtypes, seed=st.integers(0, 2**16))  # fmt: skip
+def test_avg_pool1d(L: int, k: int, s: int, p: int, ceil: bool, include: bool, dtype: torch.dtype, seed: int) -> None:
     assume(2 * p <= k and L + 2 * p >= k)
     _seeded(seed)
-    x = torch.randn(2, 3, L, dtype=torch.float64)
+    x = torch.randn(2, 3, L, dtype=dtype)
     try:
         want = nn.AvgPool1d(k, s, p, ceil_mode=ceil, count_include_pad=include)(x)
     except RuntimeError:
         assume(False)
-    _close(ref.avg_pool1d(_np(x), k, s, p, ceil, include), want)
+    _close(ref.avg_pool1d(_np(x), k, s, p, ceil, include), want, dtype)
 
 
 @SETTINGS
