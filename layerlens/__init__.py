@@ -14,9 +14,11 @@ from .records import Check, LayerRecord, TensorInfo, TensorStats
 from .render.json_trace import load_trace
 from .result import Summary, Trace, TraceMeta
 from .tracing import trace
-from .verify import OptimizerReport, Verdict, VerifyReport, verify, verify_optimizer
+from .verification import OptimizerReport, Verdict, VerifyReport, verify, verify_optimizer
+from .watching import Alert, Thresholds, Watch, WatchAlert, watch
 
 __all__ = [
+    "Alert",
     "Check",
     "LayerRecord",
     "LayerlensWarning",
@@ -24,11 +26,14 @@ __all__ = [
     "Summary",
     "TensorInfo",
     "TensorStats",
+    "Thresholds",
     "Trace",
     "TraceError",
     "TraceMeta",
     "Verdict",
     "VerifyReport",
+    "Watch",
+    "WatchAlert",
     "__version__",
     "conv_output_length",
     "load_trace",
@@ -39,4 +44,5 @@ __all__ = [
     "unregister",
     "verify",
     "verify_optimizer",
+    "watch",
 ]

@@ -72,8 +72,9 @@ Stats = TensorStats | _Pending | None
 class Capture:
     """Captures tensors for one trace; call `finalize` once the forward is over."""
 
-    def __init__(self, values: ValuesMode, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, values: ValuesMode, max_bytes: int = DEFAULT_MAX_BYTES, sample: int | None = None) -> None:
         self.values = values
+        self.sample = sample  # see stats.cpu_stats: sampled mean/std/zeros for large tensors
         self.max_bytes = max_bytes
         self.bytes_kept = 0
         self.warnings: list[str] = []
@@ -170,7 +171,7 @@ class Capture:
         if x is None:
             return None
         if self._reads_are_free(x.device):
-            return cpu_stats(x)
+            return cpu_stats(x, self.sample)
         vec, counts = device_reductions(x)
         return _Pending(self._enqueue(vec), self._enqueue(counts), x.numel())
 

@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--retrain", action="store_true", help="train again even if the folder holds a model")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress display while training")
+    demo.add_argument("--watch", type=int, nargs="?", const=10, metavar="EVERY",
+                      help="train under layerlens.watch, sampling every EVERY steps (default 10)")  # fmt: skip
     demo.set_defaults(run=_demo_command)
     return parser
 
@@ -147,7 +149,7 @@ def _diagram_command(ns: argparse.Namespace) -> int:
 
 
 def _verify_command(ns: argparse.Namespace) -> int:
-    from .verify import verify
+    from .verification import verify
 
     model, default_x = _load_model(ns.model)
     size, dtypes = _input_spec(ns, default_x)
@@ -166,7 +168,7 @@ def _demo_command(ns: argparse.Namespace) -> int:
     from .demo import run_demo, summary
 
     try:
-        result = run_demo(ns.out, retrain=ns.retrain, seed=ns.seed, progress=not ns.quiet)
+        result = run_demo(ns.out, retrain=ns.retrain, seed=ns.seed, progress=not ns.quiet, watch_every=ns.watch)
     except (OSError, ValueError) as exc:
         raise CliError(str(exc)) from None
     print(summary(result))

@@ -32,21 +32,28 @@ class DemoResult:
 
 
 def run_demo(
-    out: str | Path = "layerlens-demo", retrain: bool = False, seed: int = 0, progress: bool = True
+    out: str | Path = "layerlens-demo",
+    retrain: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    watch_every: int | None = None,
 ) -> DemoResult:
-    """Train or load, trace, and write the table, diagram, JSON, curve and predictions."""
+    """Train or load, trace, and write the table, diagram, JSON, curve and predictions;
+    with `watch_every`, train (again) under `layerlens.watch` and write its log and plot."""
     start = time.perf_counter()
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     trained = None
-    if retrain or not (folder / MODEL_FILE).is_file():
-        trained = abc.train(seed=seed, progress=progress)
+    if retrain or watch_every is not None or not (folder / MODEL_FILE).is_file():
+        trained = abc.train(seed=seed, progress=progress, watch_every=watch_every)
         model = trained.model
         files += [abc.save(model, folder), folder / VOCAB_FILE]
         files.append(trained.history.to_csv(folder / "training_curve.csv"))
-        png = trained.history.plot(folder / "training_curve.png")
-        files += [png] if png is not None else []
+        files += [p for p in (trained.history.plot(folder / "training_curve.png"),) if p is not None]
+        if trained.watch is not None:
+            files.append(trained.watch.to_jsonl(folder / "watch.jsonl"))
+            files += [p for p in (trained.watch.plot(folder / "watch.png"),) if p is not None]
     else:
         model = abc.load(folder)
     test_texts, test_classes = abc.generate(2000, seed + 2)
@@ -92,6 +99,10 @@ def summary(result: DemoResult) -> str:
     else:
         lines.append("reused the model saved in the output folder (--retrain to train again)")
     lines.append(f"accuracy on 2,000 fresh strings: {result.test_accuracy:.2%}")
+    if result.trained is not None and result.trained.watch is not None:
+        w = result.trained.watch
+        alerts = "; ".join(str(a) for a in w.alerts) or "no alerts"
+        lines.append(f"watch: {len(w.history)} sampled steps of {w.step_count}, {alerts}")
     lines.append(f"checks: {len(result.trace.checks) - len(result.trace.failures)}/{len(result.trace.checks)} passed")
     lines += ["", *_prediction_lines(result.predictions), ""]
     lines += [f"wrote {p}" for p in result.files]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .records import TensorStats
@@ -32,9 +33,24 @@ def summarisable(t: torch.Tensor) -> torch.Tensor | None:
     return x if x.is_floating_point() else x.to(torch.float64)
 
 
-def cpu_stats(x: torch.Tensor) -> TensorStats:
-    """Statistics of a CPU tensor from `summarisable`, computed now."""
+# Up to this many elements numpy's reductions beat torch's per-call overhead
+# (about 6 us against 15-20 us here); above it torch's threads win.
+SMALL = 8192
+
+
+def cpu_stats(x: torch.Tensor, sample: int | None = None) -> TensorStats:
+    """Statistics of a CPU tensor from `summarisable`, computed now.
+
+    With `sample`, a tensor with more elements than that gets its min, max and
+    NaN/Inf counts exactly, and its mean, std and zero fraction from an evenly
+    strided sample of about `sample` elements (a quarter of the passes over
+    the data: for monitoring, where the exact extremes and NaNs matter most).
+    """
     n = x.numel()
+    if sample is not None and n > sample and x.dtype in (torch.float32, torch.float64):
+        return _sampled_stats(x, sample)
+    if n <= SMALL and x.dtype in (torch.float32, torch.float64):
+        return _numpy_stats(x.numpy())
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     try:
         mn, mx = torch.aminmax(x)
@@ -51,6 +67,43 @@ def cpu_stats(x: torch.Tensor) -> TensorStats:
     if not (math.isfinite(s) and math.isfinite(q)):
         nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
     return TensorStats(lo, hi, mean, _std(x, n, mean, q), nan, inf, 1.0 - nonzero / n)
+
+
+def _sampled_stats(x: torch.Tensor, sample: int) -> TensorStats:
+    lo, hi = (float(v) for v in torch.aminmax(x))  # NaN and Inf show here, exactly
+    flat = x.reshape(-1)
+    part = _numpy_stats(flat[:: max(1, flat.numel() // sample)].numpy())
+    nan = inf = 0
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+    return TensorStats(lo, hi, part.mean, part.std, nan, inf, part.zero_fraction)
+
+
+def _numpy_stats(a: np.ndarray) -> TensorStats:
+    """The same statistics with numpy, for small arrays (NaN/Inf propagate, silently)."""
+    with np.errstate(all="ignore"):
+        return _numpy_stats_of(a)
+
+
+def _numpy_stats_of(a: np.ndarray) -> TensorStats:
+    n = a.size
+    flat = a.reshape(-1)
+    lo, hi = float(flat.min()), float(flat.max())
+    s = float(flat.sum(dtype=np.float64))
+    q = math.sqrt(float(np.dot(flat, flat)))
+    nonzero = n if lo > 0 or hi < 0 else int(np.count_nonzero(flat))
+    nan = inf = 0
+    if not (math.isfinite(s) and math.isfinite(q)):
+        nan, inf = int(np.isnan(flat).sum()), int(np.isinf(flat).sum())
+    mean = s / n
+    var = (q * q - n * mean * mean) / (n - 1) if n > 1 and math.isfinite(q) else math.nan
+    if n == 1:
+        std = 0.0
+    elif not math.isfinite(var) or var <= 0 or mean * mean > _CANCELLATION_RATIO**2 * var:
+        std = float(np.std(flat.astype(np.float64), ddof=1))
+    else:
+        std = math.sqrt(var)
+    return TensorStats(lo, hi, mean, std, nan, inf, 1.0 - nonzero / n)
 
 
 def _std(x: torch.Tensor, n: int, mean: float, q: float) -> float:

@@ -75,6 +75,7 @@ class TrainResult:
     history: History
     seconds: float
     stopped_early: bool
+    watch: Any = None  # the layerlens.watch that observed training, when asked for
 
     @property
     def epochs(self) -> int:
@@ -96,9 +97,11 @@ def train(
     target_accuracy: float | None = 0.999,
     target_loss: float | None = 1e-5,
     progress: bool = True,
+    watch_every: int | None = None,
 ) -> TrainResult:
     """Train a fresh classifier; stop early once validation accuracy reaches
-    `target_accuracy` or the epoch's mean loss falls to `target_loss`."""
+    `target_accuracy` or the epoch's mean loss falls to `target_loss`.
+    `watch_every` trains under `layerlens.watch(model, every=watch_every)`."""
     texts, classes = abc.generate(train_size, seed)
     x, y = abc.encode(texts), torch.tensor(classes)
     val_texts, val_classes = abc.generate(val_size, seed + 1)
@@ -109,9 +112,10 @@ def train(
         model = abc.AbcClassifier()
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         shown = _Progress(epochs) if progress else None
+        watcher = _watch(model, optimizer, watch_every)
         try:
             for _ in range(epochs):
-                history.loss.append(_epoch(model, optimizer, x, y, batch_size))
+                history.loss.append(_epoch(model, optimizer, x, y, batch_size, watcher))
                 history.accuracy.append(abc.accuracy(model, val_texts, val_classes))
                 history.seconds.append(time.perf_counter() - start)
                 if shown is not None:
@@ -121,12 +125,28 @@ def train(
         finally:
             if shown is not None:
                 shown.close()
+            if watcher is not None:
+                watcher.detach()
     model.eval()
-    return TrainResult(model, history, time.perf_counter() - start, stopped_early=len(history.loss) < epochs)
+    elapsed = time.perf_counter() - start
+    return TrainResult(model, history, elapsed, stopped_early=len(history.loss) < epochs, watch=watcher)
+
+
+def _watch(model: abc.AbcClassifier, optimizer: torch.optim.Optimizer, every: int | None) -> Any:
+    if every is None:
+        return None
+    from ..watching import watch
+
+    return watch(model, every=every, optimizer=optimizer).attach()
 
 
 def _epoch(
-    model: abc.AbcClassifier, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int
+    model: abc.AbcClassifier,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    watcher: Any = None,
 ) -> float:
     """One pass over the training set in batches, as the tutorial does; the mean loss."""
     model.train()
@@ -137,6 +157,8 @@ def _epoch(
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
+        if watcher is not None:
+            watcher.log(loss=losses[-1])
     return sum(losses) / len(losses)
 
 

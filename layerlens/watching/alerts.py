@@ -1,0 +1,86 @@
+"""The rules that turn a sampled step into alerts: the layer where NaN/Inf first
+appears (forward and backward), exploding and vanishing gradients, dead ReLU
+layers, saturated sigmoid/tanh layers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .records import Alert, StepRecord
+
+KINDS = ("nan", "nan_grad", "exploding_grad", "vanishing_grad", "dead_relu", "saturated",
+         "dropout_in_eval", "batchnorm_eval_in_training")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a number becomes an alert (all configurable through `watch(...)`)."""
+
+    explode: float = 1e3  # a parameter's gradient norm above this
+    vanish: float = 1e-8  # ... below this (and not exactly zero: unused parameters are not alerts)
+    dead: float = 0.9  # fraction of ReLU units zero for every sample
+    saturated: float = 0.9  # fraction of sigmoid/tanh outputs within 1% of their bounds
+
+
+def step_alerts(record: StepRecord, limits: Thresholds, allow_inf: frozenset[str]) -> Iterator[Alert]:
+    """Every alert of one sampled step."""
+    yield from _nan_forward(record, allow_inf)
+    yield from _nan_backward(record)
+    for p in record.params:
+        if p.grad_norm is None:
+            continue
+        if p.grad_norm > limits.explode:
+            yield _alert(record, "exploding_grad", p.module, "", f"gradient norm of {p.name} is {p.grad_norm:.3g} "
+                         f"(> {limits.explode:g})")  # fmt: skip
+        elif 0 < p.grad_norm < limits.vanish:
+            yield _alert(record, "vanishing_grad", p.module, "", f"gradient norm of {p.name} is {p.grad_norm:.3g} "
+                         f"(< {limits.vanish:g})")  # fmt: skip
+    for h in record.layers:
+        if h.dead_fraction is not None and h.dead_fraction >= limits.dead:
+            yield _alert(record, "dead_relu", h.name, h.type_name,
+                         f"{h.dead_fraction:.0%} of its units output 0 for every sample in the batch")  # fmt: skip
+        if h.saturated_fraction is not None and h.saturated_fraction >= limits.saturated:
+            yield _alert(record, "saturated", h.name, h.type_name,
+                         f"{h.saturated_fraction:.0%} of its outputs are within 1% of the bounds")  # fmt: skip
+
+
+def _nan_forward(record: StepRecord, allow_inf: frozenset[str]) -> Iterator[Alert]:
+    """The first leaf layer whose output is not finite while its inputs were; if
+    none, the first container (its own code between submodules did it)."""
+    for leaf in (True, False):
+        for h in record.layers:
+            out = h.output
+            if out is None or not h.inputs_finite or h.leaf is not leaf:
+                continue
+            if out.nan_count or (out.inf_count and h.name not in allow_inf):
+                yield _alert(record, "nan", h.name, h.type_name,
+                             f"output has {out.nan_count} NaN and {out.inf_count} Inf values while its inputs "
+                             "were finite")  # fmt: skip
+                return
+    root = next((h for h in record.layers if h.name == ""), None)
+    if root is not None and not root.inputs_finite:
+        yield _alert(
+            record, "nan", "", root.type_name, "the model's input has NaN or Inf values: it came with the data"
+        )
+
+
+def _nan_backward(record: StepRecord) -> Iterator[Alert]:
+    """In the backward pass gradients flow from the last layer to the first: the
+    producer is the last layer (in forward order) whose output gradient is finite
+    while the gradient of a layer before it is not."""
+    leaves = [h for h in record.layers if h.leaf and h.has_grad]
+    bad = [i for i, h in enumerate(leaves) if not h.grad_finite]
+    if not bad:
+        return
+    first_bad = max(bad)  # the first to go bad in backward order
+    culprit = leaves[first_bad + 1] if first_bad + 1 < len(leaves) else leaves[first_bad]
+    g = leaves[first_bad]
+    yield _alert(record, "nan_grad", culprit.name, culprit.type_name,
+                 f"the backward pass through it produced {g.grad_nan} NaN and {g.grad_inf} Inf gradient values "
+                 f"(at the output of {g.name})")  # fmt: skip
+
+
+def _alert(record: StepRecord, kind: str, layer: str, type_name: str, message: str) -> Alert:
+    return Alert(kind, record.step, layer, type_name, f"{layer or '(root)'}{f' ({type_name})' if type_name else ''}: "
+                 f"{message}", record.rank)  # fmt: skip

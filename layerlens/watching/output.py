@@ -1,0 +1,120 @@
+"""How watched steps are shown and kept: a table, a crash-safe JSONL stream,
+and a plot."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import tabulate as _tabulate
+
+from .records import StepRecord
+
+
+def render_table(record: StepRecord, fmt: str = "simple") -> str:
+    """One row per layer call of a sampled step, then its parameters' numbers."""
+    flagged = {a.layer for a in record.alerts}
+    rows = []
+    for h in record.layers:
+        out = h.output
+        special = ""
+        if h.dead_fraction is not None:
+            special = f"dead {h.dead_fraction:.0%}"
+        elif h.saturated_fraction is not None:
+            special = f"saturated {h.saturated_fraction:.0%}"
+        elif h.drop_rate is not None:
+            special = f"dropped {h.drop_rate:.0%} (p={h.p:g})"
+        rows.append([
+            h.name or "(root)", h.type_name,
+            _g(out.mean if out else None), _g(out.std if out else None),
+            f"{out.zero_fraction:.0%}" if out else "", _nonfinite(out), special,
+            _g(h.grad_norm) + (f" ({h.grad_nan} NaN, {h.grad_inf} Inf)" if h.grad_nan or h.grad_inf else ""),
+            "⚠" if h.name in flagged else "",
+        ])  # fmt: skip
+    headers = ["Layer", "Type", "Mean", "Std", "Zeros", "NaN/Inf", "Health", "Grad norm", "Alert"]
+    text = _tabulate.tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+    params = [[p.name, _g(p.grad_norm), _g(p.weight_norm), _g(p.update_ratio)] for p in record.params]
+    if params:
+        text += "\n\n" + _tabulate.tabulate(
+            params, headers=["Parameter", "Grad norm", "Weight norm", "Update/weight"], tablefmt=fmt,
+            disable_numparse=True,
+        )  # fmt: skip
+    title = f"step {record.step}" + (f", rank {record.rank}" if record.rank else "")
+    logs = ", ".join(f"{k}={v:.4g}" for k, v in record.logs.items())
+    alerts = "\n".join(str(a) for a in record.alerts)
+    return "\n".join(part for part in (f"{title}{'  ' + logs if logs else ''}", text, alerts) if part)
+
+
+def _g(x: float | None) -> str:
+    return "" if x is None else f"{x:.3g}"
+
+
+def _nonfinite(stats: object) -> str:
+    if stats is None:
+        return ""
+    nan, inf = getattr(stats, "nan_count", 0), getattr(stats, "inf_count", 0)
+    return f"{nan}/{inf}" if nan or inf else ""
+
+
+class JsonlWriter:
+    """One JSON line per sampled step, each written with a single append-mode
+    write and flushed: a run killed at any moment leaves whole lines only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("", encoding="utf-8")
+
+    def write(self, record: StepRecord) -> None:
+        line = (json.dumps(record.to_dict(), allow_nan=False) + "\n").encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+def plot(history: list[StepRecord], logs: list[tuple[int, dict[str, float]]], path: Path) -> Path | None:
+    """Logged values (the tutorial's loss/accuracy curve), per-layer gradient norms
+    and activation std over the sampled steps."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(3, 1, figsize=(7, 9), sharex=True)
+    keys = sorted({k for _, entry in logs for k in entry})
+    for key in keys:
+        points = [(step, entry[key]) for step, entry in logs if key in entry]
+        axes[0].plot([s for s, _ in points], [v for _, v in points], label=key)
+    axes[0].set_title("logged values")
+    for name in _layer_names(history):
+        steps = [r.step for r in history for h in r.layers if h.name == name and h.grad_norm is not None]
+        norms = [h.grad_norm for r in history for h in r.layers if h.name == name and h.grad_norm is not None]
+        if norms:
+            axes[1].semilogy(steps, norms, label=name or "(root)")
+        stds = [(r.step, h.output.std) for r in history for h in r.layers if h.name == name and h.output]
+        if stds:
+            axes[2].plot([s for s, _ in stds], [v for _, v in stds], label=name or "(root)")
+    axes[1].set_title("output gradient norm per layer")
+    axes[2].set_title("activation std per layer")
+    axes[2].set_xlabel("step")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _layer_names(history: list[StepRecord]) -> list[str]:
+    names: dict[str, None] = {}
+    for r in history:
+        for h in r.layers:
+            if h.leaf:
+                names.setdefault(h.name)
+    return list(names)

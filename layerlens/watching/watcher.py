@@ -1,0 +1,332 @@
+"""`layerlens.watch`: stay attached to a model while it trains, sample every
+`every`-th step, and say which layer went bad first.
+
+Between samples only two small hooks run per step (on the root module, and on
+the optimizer when one is given); on a sampled step a `StepSampler` collects
+outputs, gradients and updates, and the step's numbers reach the host in one
+transfer when the step ends: at the optimizer's step, at the next step, at
+`w.step()`, or when results are read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from .alerts import KINDS, Thresholds, step_alerts
+from .output import JsonlWriter, render_table
+from .records import Alert, StepRecord
+from .sampler import StepSampler
+
+
+class WatchAlert(RuntimeError):
+    """Raised for an alert whose kind is in `raise_on`; `.alert` has the details."""
+
+    def __init__(self, alert: Alert) -> None:
+        super().__init__(str(alert))
+        self.alert = alert
+
+
+class Watch:
+    """Watches one model (see `watch`)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        every: int = 10,
+        optimizer: torch.optim.Optimizer | None = None,
+        raise_on: Iterable[str] = (),
+        allow_inf: Iterable[str] = (),
+        thresholds: Thresholds | None = None,
+        jsonl: str | Path | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"watch() expects an nn.Module, got {type(model).__name__}")
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an int >= 1, got {every!r}")
+        unknown = set(raise_on) - set(KINDS)
+        if unknown:
+            raise ValueError(f"raise_on: unknown alert kinds {sorted(unknown)}; kinds are {', '.join(KINDS)}")
+        self.every = every
+        self.raise_on = frozenset(raise_on)
+        self.allow_inf = frozenset(allow_inf)
+        self.thresholds = thresholds or Thresholds()
+        self._history: list[StepRecord] = []
+        self._alerts: list[Alert] = []
+        self._pending_logs: dict[str, float] = {}
+        self.logs: list[tuple[int, dict[str, float]]] = []
+        self.step_count = 0
+        self._model = weakref.ref(model)
+        self._optimizer = weakref.ref(optimizer) if optimizer is not None else None
+        self._rank = _rank()
+        self._sampler: StepSampler | None = None
+        self._handles: list[RemovableHandle] = []
+        self._seen: set[tuple[str, str]] = set()
+        self._manual = False
+        self._writer = JsonlWriter(Path(jsonl)) if jsonl is not None else None
+        self._boards: list[Any] = []
+
+    # -- attaching ----------------------------------------------------------------
+
+    def attach(self) -> Watch:
+        """Install the root and optimizer hooks (idempotent)."""
+        if self._handles:
+            return self
+        model = self._require_model()
+        self._names = {id(m): name for name, m in model.named_modules()}
+        self._params = [(n, n.rpartition(".")[0], p) for n, p in model.named_parameters()]
+        self._dropouts = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+        self._norms = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._handles = [
+            model.register_forward_pre_hook(self._on_forward_start),
+            model.register_forward_hook(self._on_forward_end, always_call=True),
+        ]
+        optimizer = self._optimizer() if self._optimizer is not None else None
+        if optimizer is not None:
+            self._handles += [
+                optimizer.register_step_pre_hook(self._on_optimizer_start),
+                optimizer.register_step_post_hook(self._on_optimizer_end),
+            ]
+        return self
+
+    def detach(self) -> None:
+        """Finish a pending sampled step and remove every hook."""
+        try:
+            self._flush()
+        finally:
+            for h in self._handles:
+                h.remove()
+            self._handles = []
+            if self._sampler is not None:
+                self._sampler.resolve()
+                self._sampler = None
+            self._dropouts, self._norms, self._params, self._names = [], [], [], {}
+
+    def __enter__(self) -> Watch:
+        return self.attach()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is None:
+            self.detach()
+            return
+        with contextlib.suppress(Exception):  # the loop raised: detach, and let its exception through as it is
+            self.detach()
+
+    # -- the user's side ------------------------------------------------------------
+
+    def step(self) -> None:
+        """Count a step explicitly (then forward calls no longer count)."""
+        self._manual = True
+        self._begin_step()
+
+    def log(self, **values: float) -> None:
+        """Attach numbers (loss, accuracy, ...) to the current step, for tables and plots."""
+        entry = {k: float(v) for k, v in values.items()}
+        self.logs.append((self.step_count, entry))
+        if self._sampler is not None:
+            self._pending_logs.update(entry)
+
+    def table(self, step: int | None = None, fmt: str = "simple") -> str:
+        """The latest sampled step (or `step`) as a table."""
+        history = self.history
+        if not history:
+            return "(no sampled step yet)"
+        record = history[-1] if step is None else next((r for r in history if r.step == step), None)
+        if record is None:
+            raise KeyError(f"step {step} was not sampled (sampled: {[r.step for r in history][-10:]})")
+        return render_table(record, fmt)
+
+    @property
+    def history(self) -> list[StepRecord]:
+        """The sampled steps so far, as plain records (a pending step is finished first)."""
+        self._flush()
+        return list(self._history)
+
+    @property
+    def alerts(self) -> list[Alert]:
+        """Each kind of trouble, at its first occurrence per layer."""
+        self._flush()
+        return list(self._alerts)
+
+    def to_jsonl(self, path: str | Path) -> Path:
+        """Write every sampled step so far to `path` and keep appending new ones."""
+        history = self.history
+        self._writer = JsonlWriter(Path(path))
+        for record in history:
+            self._writer.write(record)
+        return Path(path)
+
+    def to_tensorboard(self, writer: Any) -> None:
+        """Write per-layer numbers to a `torch.utils.tensorboard.SummaryWriter` (or
+        anything with `add_scalar`), now and for every later sampled step."""
+        history = self.history
+        self._boards.append(writer)
+        for record in history:
+            _to_board(writer, record)
+
+    def plot(self, path: str | Path) -> Path | None:
+        """Logged values, per-layer gradient norms and activation std over steps, as
+        an image; None without matplotlib (`pip install layerlens[plot]`)."""
+        from .output import plot
+
+        return plot(self.history, self.logs, Path(path))
+
+    def gather(self) -> list[list[StepRecord]] | None:
+        """Under torch.distributed: every rank's history, on rank 0 (None elsewhere).
+        A collective: call it on every rank."""
+        import torch.distributed as dist
+
+        history = self.history
+        if not (dist.is_available() and dist.is_initialized()):
+            return [history]
+        everything: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(everything, history)
+        return everything if dist.get_rank() == 0 else None
+
+    # -- hooks --------------------------------------------------------------------
+
+    def _on_forward_start(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if not module.training:
+            self._check_eval_flags()
+            return None
+        if not self._manual:
+            self._begin_step()
+        self._check_training_flags()
+        if self._sampler is not None:
+            self._sampler.start_forward()
+        return None
+
+    def _on_forward_end(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if self._sampler is not None:
+            self._sampler.end_forward()
+        return None
+
+    def _on_optimizer_start(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """Before the update: snapshot the weights and judge the step's forward and
+        backward, so a `raise_on` alert stops training before a bad update."""
+        if self._sampler is not None and self._sampler.record is None:
+            self._sampler.before_update()
+            self._judge(self._sampler.resolve())
+        return None
+
+    def _on_optimizer_end(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._sampler is not None:
+            self._sampler.after_update()
+        return None
+
+    # -- steps ----------------------------------------------------------------------
+
+    def _begin_step(self) -> None:
+        self._flush()
+        self.step_count += 1
+        if (self.step_count - 1) % self.every == 0:
+            hook_grads = self._optimizer is None
+            self._sampler = StepSampler(self.step_count, self._rank, self._names, self._params, hook_grads)
+            self._pending_logs = {}
+
+    def _judge(self, record: StepRecord) -> None:
+        """Alerts for a resolved step; it joins the history now (its update ratios
+        and logs are filled in when the step is over)."""
+        record.alerts = list(step_alerts(record, self.thresholds, self.allow_inf))
+        self._history.append(record)
+        for alert in record.alerts:
+            self._raise_or_keep(alert)
+
+    def _flush(self) -> None:
+        """Close the pending sampled step: numbers to the host, alerts, outputs."""
+        sampler, self._sampler = self._sampler, None
+        if sampler is None:
+            return
+        judged = sampler.record is not None
+        record = sampler.complete()
+        record.logs = dict(self._pending_logs)
+        if self._writer is not None:
+            self._writer.write(record)
+        for board in self._boards:
+            _to_board(board, record)
+        if not judged:
+            self._judge(record)
+
+    def _raise_or_keep(self, alert: Alert) -> None:
+        key = (alert.kind, alert.layer)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        self._alerts.append(alert)
+        if alert.kind in self.raise_on:
+            raise WatchAlert(alert)
+
+    def _check_eval_flags(self) -> None:
+        """Evaluating (root in eval mode) with a Dropout still in training mode."""
+        for name, m in self._dropouts:
+            if m.training and m.p > 0:
+                self._raise_or_keep(Alert("dropout_in_eval", self.step_count, name, type(m).__name__,
+                                          f"{name} ({type(m).__name__}) is in training mode while the model is "
+                                          "evaluated: it drops activations", self._rank))  # fmt: skip
+
+    def _check_training_flags(self) -> None:
+        """Training with a BatchNorm in eval mode (frozen statistics, maybe by mistake)."""
+        for name, m in self._norms:
+            if not m.training:
+                self._raise_or_keep(Alert("batchnorm_eval_in_training", self.step_count, name, type(m).__name__,
+                                          f"{name} ({type(m).__name__}) is in eval mode while the model trains: "
+                                          "its running statistics are frozen", self._rank))  # fmt: skip
+
+    def _require_model(self) -> nn.Module:
+        model = self._model()
+        if model is None:
+            raise RuntimeError("the watched model no longer exists")
+        return model
+
+
+def watch(
+    model: nn.Module,
+    every: int = 10,
+    optimizer: torch.optim.Optimizer | None = None,
+    raise_on: Iterable[str] = (),
+    allow_inf: Iterable[str] = (),
+    thresholds: Thresholds | None = None,
+    jsonl: str | Path | None = None,
+) -> Watch:
+    """Watch `model` while it trains: `with layerlens.watch(model, every=10, optimizer=opt) as w:`.
+
+    Every `every`-th step (a step is a forward call of the model in training
+    mode, or `w.step()`) records per layer the output statistics, dead-unit,
+    saturation and drop rates, the output-gradient norm, per parameter the
+    gradient norm and, with an optimizer, the update-to-weight ratio. `w.alerts`
+    names the first layer that produced NaN/Inf (forward and backward),
+    exploding or vanishing gradients, dead ReLU and saturated sigmoid/tanh
+    layers, and mode mistakes; kinds in `raise_on` raise `WatchAlert`.
+    `allow_inf` names layers whose -inf is on purpose (attention masks).
+    `jsonl` streams one line per sampled step.
+    """
+    return Watch(model, every, optimizer, raise_on, allow_inf, thresholds, jsonl)
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _to_board(writer: Any, record: StepRecord) -> None:
+    for h in record.layers:
+        if h.output is not None:
+            writer.add_scalar(f"activation_std/{h.name or 'root'}", h.output.std, record.step)
+        if h.grad_norm is not None:
+            writer.add_scalar(f"output_grad_norm/{h.name or 'root'}", h.grad_norm, record.step)
+    for p in record.params:
+        if p.grad_norm is not None:
+            writer.add_scalar(f"param_grad_norm/{p.name}", p.grad_norm, record.step)
+        if p.update_ratio is not None:
+            writer.add_scalar(f"update_ratio/{p.name}", p.update_ratio, record.step)
+    for key, value in record.logs.items():
+        writer.add_scalar(f"log/{key}", value, record.step)
