@@ -87,7 +87,7 @@ class Capture:
 
     def tensor(self, path: str, t: torch.Tensor, where: str) -> TensorInfo:
         """Record one tensor seen at `where` (a layer name, for warnings)."""
-        info = TensorInfo(path, _shape(t), dtype_name(t.dtype), str(t.device), t.requires_grad)
+        info = TensorInfo(path, _shape(t), dtype_name(t.dtype), _device_name(t.device), t.requires_grad)
         if self.values is None:
             return info
         seen = self._lookup(t)
@@ -194,6 +194,16 @@ class Capture:
         x = x.to("cpu") if x.device.type != "cpu" else x.clone()
         self.bytes_kept += nbytes
         return x.numpy()
+
+
+_DEVICE_NAMES: dict[torch.device, str] = {}
+
+
+def _device_name(device: torch.device) -> str:
+    name = _DEVICE_NAMES.get(device)
+    if name is None:
+        name = _DEVICE_NAMES[device] = str(device)
+    return name
 
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:

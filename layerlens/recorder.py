@@ -12,7 +12,6 @@ so keyword arguments to submodules are recorded.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
 from typing import Any
@@ -27,6 +26,8 @@ from .flatten import flatten
 from .flow import Flow
 from .inspectors.registry import Probe, probe_for
 from .records import TensorInfo
+
+_PATHS = tuple(str(i) for i in range(16))  # "0", "1", ...: paths of positional tensors
 
 
 class ModuleInfo:
@@ -151,8 +152,11 @@ class Recorder:
         if threading.get_ident() != self._thread:
             return None
         try:
-            with self._quiet():
+            if self.flow is None:
                 self._enter(module, info or self._stranger(module), args)
+            else:
+                with torch._C.DisableTorchFunction():  # our own torch calls are not the model's ops
+                    self._enter(module, info or self._stranger(module), args)
         except Exception as exc:  # a recording bug must never break the user's forward
             self._warn(f"recording the inputs of {type(module).__name__} failed: {exc!r}")
         return None
@@ -165,8 +169,11 @@ class Recorder:
             return None
         try:
             if len(rest) == 2:  # normal return: (kwargs, output)
-                with self._quiet():
+                if self.flow is None:
                     self._leave(call, args, rest[0], rest[1])
+                else:
+                    with torch._C.DisableTorchFunction():
+                        self._leave(call, args, rest[0], rest[1])
                 self._last_done = call.index
             else:  # the forward raised: PyTorch passes (output,) and we are inside its except
                 call.error = sys.exc_info()[1]
@@ -190,10 +197,6 @@ class Recorder:
                     call.inner = True
         except Exception as exc:
             self._warn(f"recording the operation {getattr(func, '__name__', func)} failed: {exc!r}")
-
-    def _quiet(self) -> Any:
-        """While our own hooks compute, the op capture must not see their torch calls."""
-        return torch._C.DisableTorchFunction() if self.flow is not None else contextlib.nullcontext()
 
     # -- recording --------------------------------------------------------------
 
@@ -224,14 +227,13 @@ class Recorder:
     def _leave(self, call: Call, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         name = call.info.name
         outermost = not self._stack  # the model's call: its keywords are recorded already
-        node = f"call:{call.index}"
         if kwargs and not outermost:
             keywords = self._capture(kwargs, call.inputs, call.other_inputs, name)
             if self.flow is not None:
-                self.flow.consumed(keywords, node)
+                self.flow.consumed(keywords, f"call:{call.index}")
         outs = self._capture(output, call.outputs, call.other_outputs, name)
         if self.flow is not None:
-            self.flow.produced(outs, node, only_new=call.inner)
+            self.flow.produced(outs, f"call:{call.index}", only_new=call.inner)
             if outermost:
                 for path, t in outs:
                     self.flow.consumed([(path, t)], f"output:{path}")
@@ -254,9 +256,17 @@ class Recorder:
         """Flatten `obj`, record its tensors into `into` and other leaves into
         `others`; returns the tensors with their paths."""
         tensors: list[tuple[str, torch.Tensor]] = []
-        flatten(obj, tensors, others)
+        if isinstance(obj, torch.Tensor):  # the common cases first, without the general walk
+            tensors.append(("", obj))
+        elif type(obj) is tuple and all(isinstance(a, torch.Tensor) for a in obj):
+            tensors.extend(zip(_PATHS[: len(obj)], obj, strict=False) if len(obj) <= len(_PATHS) else ())
+            if len(obj) > len(_PATHS):
+                flatten(obj, tensors, others)
+        else:
+            flatten(obj, tensors, others)
         tensor = self.capture.tensor
-        into.extend(tensor(p, t, name) for p, t in tensors)
+        for p, t in tensors:
+            into.append(tensor(p, t, name))
         return tensors
 
     def _pop(self, module: nn.Module) -> Call | None:

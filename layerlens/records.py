@@ -14,7 +14,7 @@ import numpy as np
 Shape = tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorStats:
     """Summary statistics of one tensor, computed on its own device.
 
@@ -32,7 +32,7 @@ class TensorStats:
     zero_fraction: float
 
 
-@dataclass
+@dataclass(slots=True)
 class TensorInfo:
     """One tensor seen at a layer boundary: where it sat, its shape and values.
 
@@ -63,7 +63,7 @@ class TensorInfo:
         return text if self.dtype == "float32" else f"{text} {self.dtype}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Check:
     """The outcome of one consistency check on one layer call.
 
@@ -80,7 +80,7 @@ class Check:
         return bool(self.ok)
 
 
-@dataclass
+@dataclass(slots=True)
 class LayerRecord:
     """Everything recorded about one call of one module.
 

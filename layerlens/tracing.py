@@ -74,7 +74,32 @@ def trace(
         raise ValueError(f"mode must be 'train', 'eval' or None, got {mode!r}")
     if kwargs is not None and not isinstance(kwargs, Mapping):
         raise TypeError(f"kwargs must be a dict of keyword inputs for forward, got {type(kwargs).__name__}")
-    root_kwargs = dict(kwargs or {})
+    collecting = gc.isenabled()
+    gc.disable()  # many small acyclic objects: collections would only rescan the model, over and over
+    try:
+        return _trace(model, x, dict(kwargs or {}), input_size, dtypes, values, mode, grad, max_bytes, inspectors,
+                      snapshot_params, seed, ops)  # fmt: skip
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _trace(
+    model: nn.Module,
+    x: Any,
+    root_kwargs: dict[str, Any],
+    input_size: Any,
+    dtypes: Any,
+    values: Literal["stats", "full"] | None,
+    mode: Mode,
+    grad: bool,
+    max_bytes: int,
+    inspectors: InspectorOverrides | None,
+    snapshot_params: bool,
+    seed: int,
+    ops: bool,
+) -> Trace:
+    """`trace` once its arguments are checked, with the garbage collector paused."""
     original = model
     model, index, notes = _traceable(model)
     args = positional_inputs(x, input_size, dtypes, model, seed)
@@ -83,10 +108,8 @@ def trace(
     capture = Capture(values, max_bytes)
     flow = Flow() if ops else None
     recorder = Recorder(model, index.named, capture, root_kwargs, probes=values is not None, flow=flow)
-    guard = StateGuard(index.named, snapshot_params)
+    guard = StateGuard(index.named, snapshot_params, mode)
     failure: Exception | None = None
-    collecting = gc.isenabled()
-    gc.disable()  # many small acyclic objects: collections would only rescan the model, over and over
     try:
         if mode is not None:
             model.train(mode == "train")
@@ -99,8 +122,6 @@ def trace(
     finally:
         recorder.remove()
         unrestorable = guard.restore()
-        if collecting:
-            gc.enable()
     notes += recorder.warnings + capture.warnings + broken
     if unrestorable and model is original:
         notes.append(
@@ -283,14 +304,21 @@ def _meta(model: nn.Module, index: ModelIndex, values: str | None, mode: str | N
     )
 
 
+_NAMES: dict[Any, tuple[str, ...]] = {}
+
+
 def _positional_names(model: nn.Module) -> tuple[str, ...]:
-    """Names of forward's positional parameters (`("x", "y")`), for diagram labels."""
-    try:
-        params = inspect.signature(model.forward).parameters.values()
-    except (TypeError, ValueError):
-        return ()
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return tuple(p.name for p in params if p.kind in kinds)
+    """Names of forward's positional parameters (`("x", "y")`), for diagram labels
+    (cached per forward function: `inspect.signature` is slow)."""
+    forward = getattr(model.forward, "__func__", model.forward)
+    if forward not in _NAMES:
+        try:
+            params = inspect.signature(model.forward).parameters.values()
+        except (TypeError, ValueError):
+            return ()
+        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        _NAMES[forward] = tuple(p.name for p in params if p.kind in kinds)
+    return _NAMES[forward]
 
 
 def _trace_error(partial: Trace, recorder: Recorder, error: Exception) -> TraceError:

@@ -213,3 +213,20 @@ def test_keyboard_interrupt_propagates_and_leaves_nothing_behind() -> None:
     import gc
 
     assert gc.isenabled()
+
+
+def test_buffers_of_a_custom_norm_forward_are_restored_in_eval_too() -> None:
+    """Running statistics of torch's own norms in eval mode are only read, so they
+    are not copied; a subclass with its own forward gets no such trust."""
+
+    class Drifting(nn.BatchNorm1d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.running_mean.add_(1.0)  # type: ignore[union-attr]
+            return super().forward(x)
+
+    model = nn.Sequential(nn.BatchNorm1d(3), Drifting(3)).eval()
+    x = torch.randn(4, 3)
+    before = _snapshot(model)
+    ll.trace(model, x)
+    ll.trace(model, x, mode="train")
+    _assert_same(before, model)

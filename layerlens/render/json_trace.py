@@ -8,6 +8,7 @@ values go to an `.npz` beside a saved file and are loaded with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -31,7 +32,7 @@ def to_dict(trace: Trace, value_keys: dict[int, str] | None = None) -> dict[str,
     keys = value_keys or {}
     return {
         "schema": SCHEMA,
-        "meta": _encode(vars(trace.meta)),
+        "meta": _encode(_fields(trace.meta)),
         "error": trace.error,
         "warnings": list(trace.warnings),
         "records": [_record(r, keys) for r in trace.records],
@@ -80,7 +81,7 @@ def _record(r: LayerRecord, keys: dict[int, str]) -> dict[str, Any]:
         "other_inputs": [list(o) for o in r.other_inputs],
         "other_outputs": [list(o) for o in r.other_outputs],
         "details": _encode(r.details),
-        "checks": [_encode(vars(c)) for c in r.checks],
+        "checks": [_encode(_fields(c)) for c in r.checks],
         "error": r.error,
     }
 
@@ -103,9 +104,14 @@ def _tensor(t: TensorInfo, keys: dict[int, str]) -> dict[str, Any]:
         "dtype": t.dtype,
         "device": t.device,
         "requires_grad": t.requires_grad,
-        "stats": _encode(vars(t.stats)) if t.stats is not None else None,
+        "stats": _encode(_fields(t.stats)) if t.stats is not None else None,
         "value": keys.get(id(t.value)) if t.value is not None else None,
     }
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    """A dataclass instance's fields by name (works with __slots__ too)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
 
 def _encode(value: Any) -> Any:

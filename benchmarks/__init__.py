@@ -1,0 +1,1 @@
+"""layerlens benchmarks: `python -m benchmarks` (see README.md in this folder)."""

@@ -1,0 +1,44 @@
+"""The fixed model set, each with its input, loss for a training step, and notes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from layerlens.examples import abc, models
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[[], tuple[nn.Module, torch.Tensor]]
+    note: str = ""
+    unfused: bool = False  # the plain forward runs with the MHA fast path off (what tracing shows)
+
+
+def _abc() -> tuple[nn.Module, torch.Tensor]:
+    texts, _ = abc.generate(64, seed=0)
+    return abc.build_model().eval(), abc.encode(texts)
+
+
+def _tagger() -> tuple[nn.Module, torch.Tensor]:
+    return models.build_lstm_tagger(layers=3, batch=16, length=200)
+
+
+CASES = (
+    Case("abc classifier, batch 64", _abc),
+    Case("100 x (Conv1d+BatchNorm1d+ReLU+Dropout), (8,32,256)", models.build_conv_stack),
+    Case("2,000 x (Linear(64,64)+ReLU), batch 16", models.build_deep_mlp),
+    Case("TransformerEncoder, 12 layers, d=256, (8,128,256)", models.build_transformer,
+         "baseline: the unfused forward (the fast path skips the submodules a trace shows)", unfused=True),  # fmt: skip
+    Case("3-layer bidirectional LSTM tagger, (16,200) tokens", _tagger),
+    Case("ResNet-like 2D CNN, (8,3,64,64)", models.build_resnet_like),
+)
+
+
+def training_loss(output: torch.Tensor) -> torch.Tensor:
+    """A loss for any output: the mean square (the benchmark times the step, not learning)."""
+    return output.float().pow(2).mean()

@@ -1,0 +1,233 @@
+"""The benchmark harness: layerlens against a plain forward (and its peers, when
+installed) on a fixed model set, timed in one process, interleaved, medians after
+warm-up. Prints Markdown and writes it to --out (benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import sys
+import tracemalloc
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import layerlens as ll
+from layerlens.examples import models as example_models
+
+from .models import CASES, Case, training_loss
+from .timing import interleaved
+
+MS = 1e3
+
+
+@contextlib.contextmanager
+def unfused(on: bool) -> Iterator[None]:
+    """The MHA fast path off (what a trace runs) for a model whose baseline is unfused."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(not on and before)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
+def forward_table(cases: list[Case], rounds: int, peers: bool) -> tuple[str, dict[str, dict[str, float]]]:
+    """Trace variants and peers as ratios to the plain forward of each model."""
+    columns = ["plain forward", "values=None, ops=False", "values=None", "stats", "full", "to_dot", "verify"]
+    peer_names = [p for p in ("torchinfo", "torchview", "torchlens") if peers and _installed(p)]
+    rows, raw = [], {}
+    for case in cases:
+        model, x = case.build()
+        t = ll.trace(model, x, values=None)
+
+        def plain(model: nn.Module = model, x: torch.Tensor = x, case: Case = case) -> None:
+            with torch.no_grad(), unfused(case.unfused):
+                model(x)
+
+        variants: dict[str, Callable[[], object]] = {
+            "plain forward": plain,
+            "values=None, ops=False": lambda: ll.trace(model, x, values=None, ops=False),
+            "values=None": lambda: ll.trace(model, x, values=None),
+            "stats": lambda: ll.trace(model, x),
+            "full": lambda: ll.trace(model, x, values="full", max_bytes=2**34),
+            "to_dot": lambda: t.to_dot(),
+            "verify": lambda: ll.verify(model, x),
+        }
+        for name in peer_names:
+            variants[name] = _peer(name, model, x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            medians = interleaved(variants, rounds)
+        raw[case.name] = medians
+        base = medians["plain forward"]
+        cells = [f"{base * MS:.2f} ms"] + [_ratio(medians[c], base) for c in columns[1:]]
+        cells += [_ratio(medians[p], base) for p in peer_names]
+        rows.append([case.name + (f" ({case.note})" if case.note else ""), *cells])
+    head = ["model", *columns, *peer_names]
+    return _markdown(head, rows), raw
+
+
+def training_table(cases: list[Case], rounds: int, steps: int = 20) -> tuple[str, dict[str, dict[str, float]]]:
+    """A training step (forward, mean-square loss, backward, SGD step) plain and watched."""
+    rows, raw = [], {}
+    for case in cases:
+        model, x = case.build()
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+        watches = {"every=10": ll.watch(model, every=10, optimizer=opt), "every=1": ll.watch(model, every=1, optimizer=opt)}
+
+        def block(w: Any = None, model: nn.Module = model, x: torch.Tensor = x, opt: Any = opt) -> None:
+            if w is not None:
+                w.attach()
+            for _ in range(steps):
+                opt.zero_grad()
+                training_loss(model(x)).backward()
+                opt.step()
+            if w is not None:
+                w.detach()
+
+        variants = {"plain": block, **{k: (lambda w=w: block(w)) for k, w in watches.items()}}
+        medians = interleaved(variants, rounds)
+        raw[case.name] = medians
+        base = medians["plain"]
+        rows.append([case.name, f"{base / steps * MS:.2f} ms",
+                     *(f"+{(medians[k] / base - 1) * 100:.1f}%" for k in watches)])  # fmt: skip
+    return _markdown(["model", "training step", "watch every=10", "watch every=1"], rows), raw
+
+
+def memory_table(cases: list[Case]) -> str:
+    """Peak Python-tracked memory (tracemalloc: numpy copies included) and RSS growth."""
+    rows = []
+    for case in cases:
+        model, x = case.build()
+        cells = []
+        for values in ("stats", "full"):
+            rss = _rss()
+            tracemalloc.start()
+            t = ll.trace(model, x, values=values, max_bytes=2**34)  # type: ignore[arg-type]
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            grown = _rss() - rss
+            cells += [f"{peak / 2**20:.1f} MiB", f"{grown / 2**20:.1f} MiB"]
+            del t
+        rows.append([case.name, *cells])
+    head = ["model", "stats: tracemalloc peak", "stats: RSS growth", "full: tracemalloc peak", "full: RSS growth"]
+    return _markdown(head, rows)
+
+
+def scale_table(rounds: int) -> str:
+    """Trace cost per module call, as the number of calls grows (the deep MLP)."""
+    rows = []
+    for layers in (250, 1000, 4000):
+        model, x = example_models.build_deep_mlp(layers=layers)
+        calls = 2 * layers + 1
+
+        def plain(model: nn.Module = model, x: torch.Tensor = x) -> None:
+            with torch.no_grad():
+                model(x)
+
+        medians = interleaved(
+            {"plain": plain, "none": lambda: ll.trace(model, x, values=None, ops=False),
+             "stats": lambda: ll.trace(model, x)}, rounds,
+        )  # fmt: skip
+        per = [(medians[k] - medians["plain"]) / calls * 1e6 for k in ("none", "stats")]
+        rows.append([f"{calls:,}", f"{medians['plain'] * MS:.1f} ms", f"{per[0]:.1f} us", f"{per[1]:.1f} us"])
+    return _markdown(["module calls", "plain forward", "per call, values=None", "per call, stats"], rows)
+
+
+def fixed_cost(rounds: int) -> str:
+    """What a trace costs beyond the forward on a model whose forward is tiny."""
+    model, x = CASES[0].build()
+
+    def plain() -> None:
+        with torch.no_grad():
+            model(x)
+
+    medians = interleaved({"plain": plain, "trace": lambda: ll.trace(model, x, values=None, ops=False)}, rounds * 5)
+    return f"{(medians['trace'] - medians['plain']) * 1e6:.0f} us beyond a {medians['plain'] * 1e6:.0f} us forward"
+
+
+def _peer(name: str, model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    if name == "torchinfo":
+        import torchinfo
+
+        return lambda: torchinfo.summary(model, input_data=x, verbose=0)
+    if name == "torchview":
+        import torchview
+
+        return lambda: torchview.draw_graph(model, input_data=x).visual_graph.source
+    import torchlens
+    from torchlens.options import CaptureOptions
+
+    options = CaptureOptions(unwrap_when_done=True)  # leave torch unwrapped for everything else
+    return lambda: torchlens.trace(model, x, capture=options)
+
+
+def _installed(name: str) -> bool:
+    try:
+        __import__(name)
+    except Exception:
+        return False
+    return True
+
+
+def _ratio(value: float, base: float) -> str:
+    return f"x{value / base:.2f}" if value == value else "error"
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _markdown(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"{datetime.date.today()}: {platform.platform()}, {cpu}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, "
+        f"Python {sys.version.split()[0]}, layerlens {ll.__version__}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--models", help="comma-separated indices into the model set (0-5)")
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--out", help="also write the Markdown here (e.g. benchmarks/RESULTS.md)")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: forward,training,memory,scale")
+    ns = parser.parse_args(argv)
+    cases = [CASES[int(i)] for i in ns.models.split(",")] if ns.models else list(CASES)
+    skip = set(ns.skip.split(","))
+    parts = ["# layerlens benchmarks", "", machine(), ""]
+    if "forward" not in skip:
+        table, _ = forward_table(cases, ns.rounds, not ns.no_peers)
+        parts += ["## Trace, diagram and verify vs a plain forward (ratio of medians)", "", table, "",
+                  f"Fixed cost of a trace (abc classifier): {fixed_cost(ns.rounds)}", ""]  # fmt: skip
+    if "training" not in skip:
+        table, _ = training_table(cases, max(3, ns.rounds // 2))
+        parts += ["## A training step, plain and watched", "", table, ""]
+    if "memory" not in skip:
+        parts += ["## Memory: values='stats' vs 'full'", "", memory_table(cases), ""]
+    if "scale" not in skip:
+        parts += ["## Scale: cost per module call", "", scale_table(ns.rounds), ""]
+    text = "\n".join(parts)
+    print(text)
+    if ns.out:
+        Path(ns.out).write_text(text + "\n", encoding="utf-8")
+    return 0
