@@ -29,9 +29,9 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check layerlens tests examples docs
-	$(BIN)/ruff format --check layerlens tests examples docs
-	$(BIN)/mypy layerlens
+	$(BIN)/ruff check layerlens tests examples docs benchmarks
+	$(BIN)/ruff format --check layerlens tests examples docs benchmarks
+	$(BIN)/mypy layerlens benchmarks
 
 docs-diagrams: setup
 	$(BIN)/python docs/generate.py

@@ -32,8 +32,12 @@ CASES = (
     Case("abc classifier, batch 64", _abc),
     Case("100 x (Conv1d+BatchNorm1d+ReLU+Dropout), (8,32,256)", models.build_conv_stack),
     Case("2,000 x (Linear(64,64)+ReLU), batch 16", models.build_deep_mlp),
-    Case("TransformerEncoder, 12 layers, d=256, (8,128,256)", models.build_transformer,
-         "baseline: the unfused forward (the fast path skips the submodules a trace shows)", unfused=True),  # fmt: skip
+    Case(
+        "TransformerEncoder, 12 layers, d=256, (8,128,256)",
+        models.build_transformer,
+        "baseline: the unfused forward (the fast path skips the submodules a trace shows)",
+        unfused=True,
+    ),
     Case("3-layer bidirectional LSTM tagger, (16,200) tokens", _tagger),
     Case("ResNet-like 2D CNN, (8,3,64,64)", models.build_resnet_like),
 )

@@ -1,0 +1,38 @@
+"""Memory of one trace, measured in a fresh process so earlier runs leave nothing
+behind: the growth of peak RSS over a plain forward, Python-tracked peak
+(tracemalloc), and the bytes of values the trace keeps."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tracemalloc
+
+import torch
+
+import layerlens as ll
+
+from .models import CASES
+
+
+def measure(index: int, values: str) -> dict[str, float]:
+    model, x = CASES[index].build()
+    with torch.no_grad():
+        model(x)  # the forward's own peak is the baseline
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    tracemalloc.start()
+    t = ll.trace(model, x, values=values, max_bytes=2**34)  # type: ignore[arg-type]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    kept = {id(i.value): i.value.nbytes for r in t for i in (*r.inputs, *r.outputs) if i.value is not None}
+    return {"rss": grown, "tracemalloc": peak, "kept": sum(kept.values())}
+
+
+def measure_in_subprocess(index: int, values: str) -> dict[str, float]:
+    code = f"import json; from benchmarks.memory import measure; print(json.dumps(measure({index}, {values!r})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
