@@ -3,9 +3,8 @@
 Statistics (see `stats`) are computed on the tensor's own device when the
 tensor is seen; off the CPU they stay there and `finalize` moves everything to
 the host in one transfer per device, so a trace on a GPU does not synchronise
-once per layer. Each distinct
-tensor (same object, same version counter) is summarised once, however many
-layers it passes through.
+once per layer. Each distinct tensor (same object, same version counter) is
+summarised once, however many layers it passes through.
 """
 
 from __future__ import annotations

@@ -233,3 +233,51 @@ def test_stats_with_large_mean_keep_their_digits() -> None:
     s = ll.trace(nn.Identity(), x)[0].inputs[0].stats
     assert s is not None
     np.testing.assert_allclose(s.std, x.double().std().item(), rtol=1e-3)
+
+
+def _patterned(n: int, dtype: torch.dtype, pattern: str) -> torch.Tensor:
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=g, dtype=torch.float64)
+    if pattern == "relu":
+        x = x.clamp(min=0)
+    elif pattern == "nan_inf" and n >= 4:
+        x[::7] = float("nan")
+        x[1] = float("inf")
+        x[2] = -float("inf")
+        x[3] = 0.0
+    elif pattern == "offset":
+        x = 50.0 + x
+    x = x.to(dtype)
+    if pattern == "strided" and n >= 2:  # a non-contiguous view
+        x = x[: n - n % 2].reshape(-1, 2).t()
+    return x
+
+
+@pytest.mark.parametrize("n", [1, 7, 5_000, 100_000, 600_000])  # numpy small, numpy BLAS, torch
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("pattern", ["normal", "relu", "nan_inf", "offset", "strided"])
+def test_stats_match_numpy_at_every_size(n: int, dtype: torch.dtype, pattern: str) -> None:
+    """Each size takes a different code path (numpy reductions, BLAS dot products,
+    torch's threads); all must agree with float64 numpy on the same data."""
+    x = _patterned(n, dtype, pattern)
+    got = Capture("stats").tensor("", x, "x").stats
+    want = _numpy_stats(x.numpy())
+    if pattern == "nan_inf" and n >= 4:  # NaN poisons mean and std: only what stays defined
+        assert got is not None and (got.nan_count, got.inf_count) == (want.nan_count, want.inf_count)
+        np.testing.assert_allclose(got.zero_fraction, want.zero_fraction, rtol=1e-6)
+        return
+    _assert_stats(got, want)
+
+
+def test_sampled_stats_keep_extremes_and_nan_exact() -> None:
+    """`watch` summarises large outputs from a strided sample: min, max and the
+    NaN/Inf counts stay exact, mean and std are estimates."""
+    x = torch.randn(200_000, generator=torch.Generator().manual_seed(0))
+    x[12_345] = 40.0  # off the sample's stride: only an exact pass sees it
+    got = Capture("stats", sample=4096).tensor("", x, "x").stats
+    assert got is not None and (got.min, got.max) == (x.min().item(), 40.0)
+    assert abs(got.mean - x.mean().item()) < 0.1 and abs(got.std - x.std().item()) < 0.1
+    x[777] = float("nan")
+    x[778] = -float("inf")
+    got = Capture("stats", sample=4096).tensor("", x, "x").stats
+    assert got is not None and (got.nan_count, got.inf_count) == (1, 1)
