@@ -16,6 +16,9 @@ class LayerHealth:
     position but the batch's) that are zero for every sample. `saturated_fraction`:
     sigmoid/tanh outputs within 1% of their bounds. `drop_rate`: Dropout in
     training, the fraction of non-zero inputs it zeroed (compare with `p`).
+    These two fractions come from an evenly strided sample of 4,096 elements of
+    larger outputs; so do the output's mean, std and zero fraction, while its
+    min, max and NaN/Inf counts are exact.
     `grad_norm`, `grad_max`: the 2-norm and largest |value| of the gradient
     with respect to the output (from the backward pass of the same step), with
     its NaN and Inf counts.

@@ -2,9 +2,10 @@
 global forward hook, installed for that forward only), output gradients
 (tensor hooks on those outputs) in the backward pass, and parameter gradients
 and updates around the optimizer's step (or post-accumulate hooks without an
-optimizer). Per-tensor statistics go through `Capture`: computed at once on
-the CPU, kept on other devices until `resolve` moves them in one transfer;
-parameter-wide numbers use `torch._foreach_norm`, one call for all parameters.
+optimizer). Everything is measured on the tensors' own device: on the CPU at
+once, with numpy's reductions (a quarter of torch's per-call cost there); on
+other devices as tensors kept until `resolve` moves them in one transfer, with
+`torch._foreach_norm` for the parameter-wide numbers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import threading
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules import module as torch_module
@@ -107,24 +109,27 @@ class StepSampler:
 
     def _special(self, module: nn.Module, x: torch.Tensor | None, y: torch.Tensor, pending: _Pending) -> None:
         """The measures particular to ReLU, sigmoid/tanh and Dropout outputs."""
-        defer = self._capture.defer
-        if isinstance(module, _RELU) and y.dim() > 1:  # outputs are >= 0: dead where the max over the batch is 0
-            pending.measures["dead"] = defer((y.amax(dim=0) == 0).to(torch.float32).mean())
+        keep = self._keep
+        if isinstance(module, _RELU) and y.dim() > 1:
+            pending.measures["dead"] = keep(_dead(y))
         for kind, (lo, hi) in _SATURATING.items():
             if isinstance(module, kind):
-                pending.measures["saturated"] = defer(((y <= lo) | (y >= hi)).to(torch.float32).mean())
+                pending.measures["saturated"] = keep(_saturated(y, lo, hi))
         if isinstance(module, nn.modules.dropout._DropoutNd):
             pending.health.p = float(module.p)
             if module.training and x is not None and x.shape == y.shape:
-                kept = x != 0
-                pending.measures["dropped"] = defer(((y == 0) & kept).sum() / kept.sum().clamp(min=1))
+                pending.measures["dropped"] = keep(_dropped(x, y))
+
+    def _keep(self, value: float | torch.Tensor) -> Any:
+        return _keep(self._capture, value)
 
     # -- backward ---------------------------------------------------------------
 
     def _grad_hook(self, pending: _Pending) -> Any:
         def hook(grad: torch.Tensor) -> None:
             with torch.no_grad():
-                pending.grad = self._capture.defer(_grad_numbers(grad))
+                numbers = _grad_numbers(grad)
+                pending.grad = numbers if isinstance(numbers, list) else self._capture.defer(numbers)
 
         return hook
 
@@ -145,7 +150,7 @@ class StepSampler:
             if live:
                 copies = _foreach(torch._foreach_mul, [t for _, t in live], 1.0)  # one call copies them all
                 self._old = [(n, c) for (n, _), c in zip(live, copies, strict=True)]
-                self._weight_norms = self._capture.defer(_norms(copies))
+                self._weight_norms = _keep(self._capture, _norms(copies))
 
     def after_update(self) -> None:
         """||p_new - p_old|| for every parameter, from the copies."""
@@ -153,8 +158,8 @@ class StepSampler:
             return
         with torch.no_grad():
             current = {n: p.detach() for n, _, p in self._params}
-            diffs = _foreach(torch._foreach_sub, [current[n] for n, _ in self._old], [t for _, t in self._old])
-            self._update_norms = self._late.defer(_norms(diffs))
+            new, old = [current[n] for n, _ in self._old], [t for _, t in self._old]
+            self._update_norms = _keep(self._late, _diff_norms(new, old))
         self._old = [(n, torch.empty(0)) for n, _ in self._old]  # free the copies
 
     # -- the end ----------------------------------------------------------------
@@ -171,7 +176,7 @@ class StepSampler:
         names = list(self._grad_refs)
         grads = [self._grad_refs[n] for n in names]
         with torch.no_grad():  # norms and largest |g| of every gradient, as one vector
-            grad_numbers = self._capture.defer(torch.cat((_norms(grads), _norms(grads, math.inf)))) if grads else None
+            grad_numbers = _keep(self._capture, _norms(grads, both=True)) if grads else None
         capture = self._capture
         capture.finalize()
         record = StepRecord(self.step, self.rank)
@@ -224,12 +229,40 @@ class StepSampler:
         return record
 
 
-def _norms(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], order: float = 2.0) -> torch.Tensor:
-    """The norm of every tensor, as one float64 vector (one foreach call per device and dtype)."""
-    kinds = {(t.device, t.dtype) for t in tensors}
-    if len(kinds) == 1:
-        return torch.stack(torch._foreach_norm(list(tensors), order)).to(torch.float64)
-    return torch.stack([torch.linalg.vector_norm(t, order).to(tensors[0].device, torch.float64) for t in tensors])
+def _norms(tensors: list[torch.Tensor], both: bool = False) -> list[float] | torch.Tensor:
+    """The 2-norm of every tensor (then, with `both`, the largest |value| of every
+    tensor): floats from numpy on the CPU, else one float64 vector from one
+    foreach call per norm."""
+    arrays = [_as_numpy(t) for t in tensors]
+    if all(a is not None for a in arrays):
+        with np.errstate(all="ignore"):
+            flat = [a.reshape(-1) for a in arrays if a is not None]
+            norms = [_norm(a) for a in flat]
+            return norms + [float(np.abs(a).max(initial=0.0)) for a in flat] if both else norms
+    orders = (2.0, math.inf) if both else (2.0,)
+    if len({(t.device, t.dtype) for t in tensors}) == 1:
+        return torch.cat([torch.stack(torch._foreach_norm(tensors, o)).to(torch.float64) for o in orders])
+    device = tensors[0].device
+    return torch.stack([torch.linalg.vector_norm(t, o).to(device, torch.float64) for o in orders for t in tensors])
+
+
+def _norm(a: np.ndarray) -> float:
+    norm = math.sqrt(float(np.dot(a, a)))
+    return norm if math.isfinite(norm) else float(np.linalg.norm(a.astype(np.float64)))
+
+
+def _diff_norms(new: list[torch.Tensor], old: list[torch.Tensor]) -> list[float] | torch.Tensor:
+    """||new - old|| for every pair."""
+    news, olds = [_as_numpy(t) for t in new], [_as_numpy(t) for t in old]
+    if all(a is not None for a in news) and all(a is not None for a in olds):
+        with np.errstate(all="ignore"):
+            return [_norm((a - b).reshape(-1)) for a, b in zip(news, olds, strict=True)]  # type: ignore[operator]
+    return _norms(_foreach(torch._foreach_sub, new, old))
+
+
+def _keep(capture: Capture, value: Any) -> Any:
+    """Host numbers as they are; a tensor deferred to the capture's single transfer."""
+    return capture.defer(value) if isinstance(value, torch.Tensor) else value
 
 
 def _foreach(op: Any, *args: Any) -> list[torch.Tensor]:
@@ -242,18 +275,80 @@ def _foreach(op: Any, *args: Any) -> list[torch.Tensor]:
     return [single(t, *(r[i] if isinstance(r, list) else r for r in rest)) for i, t in enumerate(first)]
 
 
-def _grad_numbers(g: torch.Tensor) -> torch.Tensor:
-    """[2-norm, max |g|, NaN count, Inf count] of a gradient. The counts cost two
-    more passes, so on the CPU (where reading is free) they are taken only when
-    the norms say there is something to count."""
+def _dead(y: torch.Tensor) -> float | torch.Tensor:
+    """ReLU outputs are >= 0: the fraction of units (all positions but the batch's)
+    whose maximum over the batch is 0."""
+    a = _as_numpy(y)
+    if a is not None:
+        return float((a.max(axis=0) == 0).mean())
+    return (y.amax(dim=0) == 0).to(torch.float32).mean()
+
+
+def _saturated(y: torch.Tensor, lo: float, hi: float) -> float | torch.Tensor:
+    """The fraction of outputs within 1% of the bounds, on a sample of a large output."""
+    a = _as_numpy(y)
+    if a is not None:
+        s = _strided_np(a)
+        return float(np.count_nonzero((s <= lo) | (s >= hi)) / s.size)
+    ys = _strided(y)
+    return ((ys <= lo) | (ys >= hi)).to(torch.float32).mean()
+
+
+def _dropped(x: torch.Tensor, y: torch.Tensor) -> float | torch.Tensor:
+    """The fraction of non-zero inputs that Dropout zeroed, on a sample of a large output."""
+    a, b = _as_numpy(x), _as_numpy(y)
+    if a is not None and b is not None:
+        kept_np = _strided_np(a) != 0
+        dropped = int(np.count_nonzero((_strided_np(b) == 0) & kept_np))
+        return dropped / max(1, int(np.count_nonzero(kept_np)))
+    kept = _strided(x) != 0
+    fraction: torch.Tensor = ((_strided(y) == 0) & kept).sum() / kept.sum().clamp(min=1)
+    return fraction
+
+
+def _as_numpy(t: torch.Tensor) -> np.ndarray | None:
+    """A numpy view of a CPU float tensor (numpy's reductions cost a quarter of
+    torch's per call there); None elsewhere."""
+    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and not t.is_neg():
+        return t.detach().numpy()
+    return None
+
+
+def _grad_numbers(g: torch.Tensor) -> Any:
+    """[2-norm, max |g|, NaN count, Inf count] of a gradient: a list at once on the
+    CPU (numpy's reductions, with the counts only when the extremes say there is
+    something to count), elsewhere a deferred on-device vector."""
     g = g.detach()
+    if g.numel() == 0:
+        return [0.0, 0.0, 0, 0]
+    a = _as_numpy(g)
+    if a is not None:
+        return _numpy_grad_numbers(a.reshape(-1))
     lo, hi = torch.aminmax(g)
-    numbers = torch.stack((torch.linalg.vector_norm(g), torch.maximum(-lo, hi)))
-    if g.device.type == "cpu":  # reading costs nothing here: count only when there is something to count
-        norm, top = numbers.tolist()
-        counts = (0, 0) if math.isfinite(norm) and math.isfinite(top) else (int(g.isnan().sum()), int(g.isinf().sum()))
-        return torch.tensor([norm, top, *counts], dtype=torch.float64)
-    return torch.cat((numbers.to(torch.float64), torch.stack((g.isnan().sum(), g.isinf().sum())).to(torch.float64)))
+    numbers = torch.stack((torch.linalg.vector_norm(g), torch.maximum(-lo, hi))).to(torch.float64)
+    return torch.cat((numbers, torch.stack((g.isnan().sum(), g.isinf().sum())).to(torch.float64)))
+
+
+def _numpy_grad_numbers(a: np.ndarray) -> list[float]:
+    with np.errstate(all="ignore"):
+        lo, hi = float(np.minimum.reduce(a)), float(np.maximum.reduce(a))  # NaN propagates into both
+        norm = math.sqrt(float(np.dot(a, a)))
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return [norm, max(-lo, hi), int(np.isnan(a).sum()), int(np.isinf(a).sum())]
+        if not math.isfinite(norm):  # float32 squares of huge finite values overflow
+            norm = float(np.linalg.norm(a.astype(np.float64)))
+    return [norm, max(-lo, hi), 0, 0]
+
+
+def _strided(t: torch.Tensor, n: int = SAMPLE) -> torch.Tensor:
+    """About `n` evenly spaced elements of `t` (all of them when it is small)."""
+    flat = t.reshape(-1)
+    return flat if flat.numel() <= n else flat[:: flat.numel() // n]
+
+
+def _strided_np(a: np.ndarray, n: int = SAMPLE) -> np.ndarray:
+    flat = a.reshape(-1)
+    return flat if flat.size <= n else flat[:: flat.size // n]
 
 
 def _as_list(value: Any, n: int) -> list[float]:
