@@ -5,7 +5,6 @@ behind: the growth of peak RSS over a plain forward, Python-tracked peak
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import tracemalloc
@@ -21,14 +20,26 @@ def measure(index: int, values: str) -> dict[str, float]:
     model, x = CASES[index].build()
     with torch.no_grad():
         model(x)  # the forward's own peak is the baseline
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = _peak_rss()
     tracemalloc.start()
     t = ll.trace(model, x, values=values, max_bytes=2**34)  # type: ignore[arg-type]
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    grown = _peak_rss() - base
     kept = {id(i.value): i.value.nbytes for r in t for i in (*r.inputs, *r.outputs) if i.value is not None}
     return {"rss": grown, "tracemalloc": peak, "kept": sum(kept.values())}
+
+
+def _peak_rss() -> int:
+    """This process's peak RSS in bytes: VmHWM belongs to the address space, so unlike
+    `ru_maxrss` (kept across exec) it does not start at the parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def measure_in_subprocess(index: int, values: str) -> dict[str, float]:

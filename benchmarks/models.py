@@ -14,6 +14,7 @@ from layerlens.examples import abc, models
 @dataclass(frozen=True)
 class Case:
     name: str
+    short: str  # for the targets table
     build: Callable[[], tuple[nn.Module, torch.Tensor]]
     note: str = ""
     unfused: bool = False  # the plain forward runs with the MHA fast path off (what tracing shows)
@@ -29,17 +30,18 @@ def _tagger() -> tuple[nn.Module, torch.Tensor]:
 
 
 CASES = (
-    Case("abc classifier, batch 64", _abc),
-    Case("100 x (Conv1d+BatchNorm1d+ReLU+Dropout), (8,32,256)", models.build_conv_stack),
-    Case("2,000 x (Linear(64,64)+ReLU), batch 16", models.build_deep_mlp),
+    Case("abc classifier, batch 64", "abc", _abc),
+    Case("100 x (Conv1d+BatchNorm1d+ReLU+Dropout), (8,32,256)", "conv stack", models.build_conv_stack),
+    Case("2,000 x (Linear(64,64)+ReLU), batch 16", "2,000-layer MLP", models.build_deep_mlp),
     Case(
         "TransformerEncoder, 12 layers, d=256, (8,128,256)",
+        "transformer",
         models.build_transformer,
         "baseline: the unfused forward (the fast path skips the submodules a trace shows)",
         unfused=True,
     ),
-    Case("3-layer bidirectional LSTM tagger, (16,200) tokens", _tagger),
-    Case("ResNet-like 2D CNN, (8,3,64,64)", models.build_resnet_like),
+    Case("3-layer bidirectional LSTM tagger, (16,200) tokens", "LSTM tagger", _tagger),
+    Case("ResNet-like 2D CNN, (8,3,64,64)", "ResNet-like CNN", models.build_resnet_like),
 )
 
 

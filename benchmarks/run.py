@@ -183,8 +183,9 @@ def targets(forward: dict[str, dict[str, float]], training: dict[str, dict[str, 
     rows: list[list[str]] = []
 
     def row(target: str, model: str, value: float, limit: float, fmt: str = "x{:.2f}") -> None:
-        rows.append([target, model.split(",")[0], fmt.format(value), "✓" if value <= limit else "✗"])
+        rows.append([target, short[model], fmt.format(value), "✓" if value <= limit else "✗"])
 
+    short = {c.name: c.short for c in CASES}
     mlp = CASES[2].name
     for name, m in forward.items():
         base = m["plain forward"]
@@ -192,8 +193,7 @@ def targets(forward: dict[str, dict[str, float]], training: dict[str, dict[str, 
         if name == mlp:
             row("values=None <= x2.0", name, none, 2.0)
             row("stats <= x3.0", name, m["stats"] / base, 3.0)
-            rows.append(["to_dot < 300 ms", name.split(",")[0], f"{m['to_dot'] * 1e3:.0f} ms",
-                         "✓" if m["to_dot"] < 0.3 else "✗"])  # fmt: skip
+            row("to_dot < 300 ms", name, m["to_dot"] * 1e3, 300.0, "{:.0f} ms")
         else:
             if base >= 0.010:
                 row("values=None <= x1.1 (forward >= 10 ms)", name, none, 1.1)
@@ -204,9 +204,7 @@ def targets(forward: dict[str, dict[str, float]], training: dict[str, dict[str, 
             if name == mlp:
                 row("4x faster than torchinfo", name, m["values=None, ops=False"] / m["torchinfo"], 0.25)
     if fixed is not None:
-        rows.append(
-            ["fixed cost on abc < 300 us", "abc classifier", f"{fixed * 1e6:.0f} us", "✓" if fixed < 3e-4 else "✗"]
-        )
+        row("fixed cost on abc < 300 us", CASES[0].name, fixed * 1e6, 300.0, "{:.0f} us")
     for name in (CASES[0].name, CASES[1].name):
         if name in training:
             t = training[name]
