@@ -31,15 +31,21 @@ class StateGuard:
     ) -> None:
         self._flags = [(m, m.training) for _, m in named]
         # each module's parameter and buffer tables as they were: undoes reassignment,
-        # additions and removals; empty tables (most of them) cost one entry
+        # additions and removals; an empty table (most of them) is kept as ()
+        tables = [m._parameters for _, m in named] + [m._buffers for _, m in named]
         self._tables: list[tuple[dict[str, Any], tuple[tuple[str, Any], ...]]] = [
-            (m._parameters, tuple(m._parameters.items())) for _, m in named
+            (t, tuple(t.items()) if t else ()) for t in tables
         ]
-        self._tables += [(m._buffers, tuple(m._buffers.items())) for _, m in named]
-        self._params = [
-            (prefix, k, p, _version(p)) for prefix, m in named for k, p in m._parameters.items() if p is not None
+        self._params = _versions(
+            [(prefix, k, p) for prefix, m in named for k, p in m._parameters.items() if p is not None]
+        )
+        buffers = [
+            b
+            for _, m in named
+            if m._buffers and not _frozen_stats(m, mode)
+            for b in m._buffers.values()
+            if b is not None
         ]
-        buffers = [b for _, m in named if not _frozen_stats(m, mode) for b in m._buffers.values() if b is not None]
         if snapshot_params:
             buffers += [p for _, _, p, _ in self._params]
         self._copies = [(t, t.detach().clone()) for t in buffers]
@@ -59,8 +65,11 @@ class StateGuard:
             for t, copy in self._copies:
                 t.copy_(copy)  # always: batch norm updates running stats without a version bump
         copied = {id(t) for t, _ in self._copies}
+        now = _versions([(prefix, k, p) for prefix, k, p, _ in self._params])
         edited = [
-            _join(prefix, k) for prefix, k, p, version in self._params if _version(p) != version and id(p) not in copied
+            _join(prefix, k)
+            for (prefix, k, p, version), (_, _, _, current) in zip(self._params, now, strict=True)
+            if current != version and id(p) not in copied
         ]
         _set_rng_state(self._rng)
         _set_fastpath(self._fastpath)
@@ -68,7 +77,17 @@ class StateGuard:
 
 
 def _changed(table: dict[str, Any], items: tuple[tuple[str, Any], ...]) -> bool:
-    return len(table) != len(items) or any(table.get(k, table) is not v for k, v in items)
+    if len(table) != len(items):
+        return True
+    return bool(items) and any(table.get(k, table) is not v for k, v in items)
+
+
+def _versions(params: list[tuple[str, str, Any]]) -> list[tuple[str, str, Any, int]]:
+    """Each parameter with its version counter (-1 for inference tensors, which have none)."""
+    try:
+        return [(prefix, k, p, p._version) for prefix, k, p in params]
+    except (AttributeError, RuntimeError):
+        return [(prefix, k, p, _version(p)) for prefix, k, p in params]
 
 
 def _frozen_stats(module: nn.Module, mode: str | None) -> bool:
