@@ -165,6 +165,45 @@ def test_pools_2d(H: int, W: int, k: tuple[int, int], s: tuple[int, int], p: tup
     _close(ref.avg_pool2d(_np(x), k, s, p, ceil, include), want_avg)
 
 
+# -- attention -------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(heads=st.integers(1, 3), d=st.integers(1, 4), n=st.integers(1, 3), length=st.integers(1, 5),
+       source=st.integers(1, 5), kdim=st.sampled_from([None, 3]), bias=st.booleans(), masked=st.booleans(),
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_multi_head_attention(heads: int, d: int, n: int, length: int, source: int, kdim: int | None, bias: bool,
+                              masked: bool, seed: int) -> None:  # fmt: skip
+    _seeded(seed)
+    e = heads * d
+    layer = nn.MultiheadAttention(e, heads, bias=bias, kdim=kdim, vdim=kdim, batch_first=True).double()
+    q = torch.randn(n, length, e, dtype=torch.float64)
+    k = torch.randn(n, source, kdim or e, dtype=torch.float64)
+    v = torch.randn(n, source, kdim or e, dtype=torch.float64)
+    mask = torch.randn(length, source, dtype=torch.float64) if masked else None
+    if mask is not None:
+        mask[:, 0] = float("-inf")  # never attend to the first key
+        assume(source > 1)
+    y, w = layer(q, k, v, attn_mask=mask, average_attn_weights=False)
+    if layer._qkv_same_embed_dim:
+        wq, wk, wv = _np(layer.in_proj_weight).reshape(3, e, e)
+    else:
+        wq, wk, wv = _np(layer.q_proj_weight), _np(layer.k_proj_weight), _np(layer.v_proj_weight)
+    b = _np(layer.in_proj_bias).reshape(3, e) if bias else (None, None, None)
+    ob = _np(layer.out_proj.bias) if bias else None
+    got_y, got_w = ref.multi_head_attention(
+        _np(q),
+        _np(k),
+        _np(v),
+        heads,
+        (wq, wk, wv, _np(layer.out_proj.weight)),
+        (b[0], b[1], b[2], ob),
+        mask=_np(mask) if mask is not None else None,
+    )
+    _close(got_y, y)
+    _close(got_w, w)
+
+
 # -- recurrent ------------------------------------------------------------------------------
 
 

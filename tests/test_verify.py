@@ -42,6 +42,49 @@ def test_example_models_every_layer_checked(build: object, mode: str) -> None:
     assert {v.status for v in report.verdicts} <= {"pass", "composite"}
 
 
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float", "per_head"])
+@pytest.mark.parametrize("weights", ["none", "average", "per_head"])
+def test_attention_is_verified_with_masks_and_layouts(batch_first: bool, mask_kind: str, weights: str) -> None:
+    torch.manual_seed(0)
+    n, length, e, heads = 3, 5, 8, 2
+    layer = nn.MultiheadAttention(e, heads, batch_first=batch_first).eval()
+    x = torch.randn(n, length, e) if batch_first else torch.randn(length, n, e)
+    kwargs: dict[str, object] = {"need_weights": weights != "none", "average_attn_weights": weights == "average"}
+    causal = torch.ones(length, length).triu(1).bool()
+    if mask_kind == "bool":
+        kwargs["attn_mask"] = causal
+        kwargs["key_padding_mask"] = torch.tensor([[False] * length] * (n - 1) + [[False] * 3 + [True] * 2])
+    elif mask_kind == "float":
+        kwargs["attn_mask"] = torch.zeros(length, length).masked_fill(causal, float("-inf"))
+    elif mask_kind == "per_head":
+        kwargs["attn_mask"] = torch.randn(n * heads, length, length)
+    report = ll.verify(layer, (x, x, x), kwargs=kwargs)
+    assert report.ok and not report.unchecked, report.table()
+    assert report.verdicts[0].reference == "reference.multi_head_attention"
+
+
+def test_transformer_and_unbatched_attention_are_verified() -> None:
+    torch.manual_seed(0)
+    model = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, 32, batch_first=True), 2).eval()
+    report = ll.verify(model, torch.randn(2, 6, 16), kwargs={"mask": nn.Transformer.generate_square_subsequent_mask(6)})
+    assert report.ok and not report.unchecked, report.table()
+    assert {v.type_name for v in report.verdicts if v.status == "pass"} >= {"MultiheadAttention", "LayerNorm"}
+    unbatched = torch.randn(4, 16)
+    assert ll.verify(nn.MultiheadAttention(16, 4).eval(), (unbatched, unbatched, unbatched)).ok
+
+
+def test_wrong_attention_fails_and_training_dropout_is_unchecked() -> None:
+    class Doubled(nn.MultiheadAttention):  # a bug: the query is doubled before its projection
+        def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kw: object) -> tuple[torch.Tensor, None]:
+            return super().forward(q * 2, k, v, need_weights=False)
+
+    x = torch.randn(2, 3, 8)
+    assert [v.label for v in ll.verify(Doubled(8, 2, batch_first=True), (x, x, x)).failures] == ["(root)"]
+    report = ll.verify(nn.MultiheadAttention(8, 2, dropout=0.5, batch_first=True), (x, x, x), mode="train")
+    assert report.verdicts[0].status == "unchecked" and "dropout" in report.verdicts[0].note
+
+
 def test_float64_models_get_tight_tolerances() -> None:
     model = nn.Sequential(nn.Conv1d(3, 4, 3), nn.BatchNorm1d(4), nn.Tanh(), nn.Flatten(), nn.Linear(24, 2)).double()
     report = ll.verify(model, torch.randn(5, 3, 8, dtype=torch.float64), mode="train")

@@ -6,6 +6,7 @@ outputs with them.
 """
 
 from .activations import relu, sigmoid, softmax, tanh
+from .attention import multi_head_attention
 from .conv import conv1d, conv2d
 from .grad import numerical_gradient, tutorial_gradient
 from .linear import embedding, linear
@@ -51,6 +52,7 @@ __all__ = [
     "max_pool1d",
     "max_pool2d",
     "mse_loss",
+    "multi_head_attention",
     "numerical_gradient",
     "relu",
     "rnn",

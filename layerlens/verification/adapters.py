@@ -227,6 +227,69 @@ def dropout(m: Any, inputs: Inputs, r: LayerRecord) -> np.ndarray:
     return ref.dropout(x, mask, m.p)
 
 
+@register_reference(nn.MultiheadAttention)
+def multi_head_attention(m: nn.MultiheadAttention, inputs: Inputs, r: LayerRecord) -> tuple[np.ndarray, ...]:
+    if r.training and m.dropout > 0:
+        raise UnverifiableError("random dropout of attention weights in training mode")
+    if m.bias_k is not None or m.add_zero_attn:
+        raise UnverifiableError("bias_k/bias_v and add_zero_attn are not recomputed")
+    by_path = {t.path: (t, v) for t, v in zip(r.inputs, inputs, strict=False)}
+    q, k, v = (_named(by_path, str(i), name) for i, name in enumerate(("query", "key", "value")))
+    unbatched = q.ndim == 2
+    q, k, v = (_batch_first(x, m.batch_first, unbatched) for x in (q, k, v))
+    mask = _attention_mask(by_path, q.shape[0], m.num_heads, unbatched)
+    y, attn = ref.multi_head_attention(q, k, v, m.num_heads, *_attention_params(m), mask=mask)
+    y = y[0] if unbatched else (y if m.batch_first else y.transpose(1, 0, 2))
+    if len(r.outputs) < 2:  # need_weights=False
+        return (y,)
+    per_head = len(r.outputs[1].shape) == (3 if unbatched else 4)  # average_attn_weights=False
+    weights = attn if per_head else attn.mean(axis=1)
+    return y, weights[0] if unbatched else weights
+
+
+def _named(by_path: dict[str, tuple[Any, np.ndarray | None]], position: str, name: str) -> np.ndarray:
+    found = by_path.get(position) or by_path.get(name)
+    if found is None or found[1] is None:
+        raise UnverifiableError(f"its {name} was not recorded")
+    return found[1]
+
+
+def _batch_first(x: np.ndarray, batch_first: bool, unbatched: bool) -> np.ndarray:
+    if unbatched:
+        return x[None]
+    return x if batch_first else x.transpose(1, 0, 2)
+
+
+def _attention_mask(by_path: dict[str, Any], n: int, heads: int, unbatched: bool) -> np.ndarray | None:
+    """attn_mask and key_padding_mask as one additive mask, broadcastable to (N, H, L, S):
+    a boolean mask is -inf where True (not allowed to attend), a float mask is added."""
+    total: np.ndarray | None = None
+    for name in ("attn_mask", "key_padding_mask"):
+        if name not in by_path or by_path[name][1] is None:
+            continue
+        info, value = by_path[name]
+        mask = np.where(value != 0, -np.inf, 0.0) if info.dtype == "bool" else value
+        if name == "key_padding_mask":
+            mask = mask.reshape(n, 1, 1, -1)
+        elif mask.ndim == 3:  # (N * H, L, S)
+            mask = mask.reshape(n, heads, *mask.shape[1:])
+        total = mask if total is None else total + mask
+    return total
+
+
+def _attention_params(m: nn.MultiheadAttention) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """(Wq, Wk, Wv, Wo) and (bq, bk, bv, bo), from the packed or the separate projections."""
+    e = m.embed_dim
+    packed = array(m.in_proj_weight) if m._qkv_same_embed_dim else None
+    if packed is not None:
+        projections: tuple[np.ndarray | None, ...] = (packed[:e], packed[e : 2 * e], packed[2 * e :])
+    else:
+        projections = (array(m.q_proj_weight), array(m.k_proj_weight), array(m.v_proj_weight))
+    b = array(m.in_proj_bias)
+    bq, bk, bv = (None, None, None) if b is None else (b[:e], b[e : 2 * e], b[2 * e :])
+    return (*projections, array(m.out_proj.weight)), (bq, bk, bv, array(m.out_proj.bias))
+
+
 @register_reference(nn.MSELoss)
 def mse_loss(m: nn.MSELoss, inputs: Inputs, r: LayerRecord) -> np.ndarray:
     return ref.mse_loss(_x(inputs, 0), _x(inputs, 1), m.reduction)
