@@ -237,7 +237,7 @@ def multi_head_attention(m: nn.MultiheadAttention, inputs: Inputs, r: LayerRecor
     q, k, v = (_named(by_path, str(i), name) for i, name in enumerate(("query", "key", "value")))
     unbatched = q.ndim == 2
     q, k, v = (_batch_first(x, m.batch_first, unbatched) for x in (q, k, v))
-    mask = _attention_mask(by_path, q.shape[0], m.num_heads, unbatched)
+    mask = _attention_mask(by_path, q.shape[0], m.num_heads)
     y, attn = ref.multi_head_attention(q, k, v, m.num_heads, *_attention_params(m), mask=mask)
     y = y[0] if unbatched else (y if m.batch_first else y.transpose(1, 0, 2))
     if len(r.outputs) < 2:  # need_weights=False
@@ -260,7 +260,7 @@ def _batch_first(x: np.ndarray, batch_first: bool, unbatched: bool) -> np.ndarra
     return x if batch_first else x.transpose(1, 0, 2)
 
 
-def _attention_mask(by_path: dict[str, Any], n: int, heads: int, unbatched: bool) -> np.ndarray | None:
+def _attention_mask(by_path: dict[str, Any], n: int, heads: int) -> np.ndarray | None:
     """attn_mask and key_padding_mask as one additive mask, broadcastable to (N, H, L, S):
     a boolean mask is -inf where True (not allowed to attend), a float mask is added."""
     total: np.ndarray | None = None
