@@ -258,10 +258,8 @@ class Recorder:
         tensors: list[tuple[str, torch.Tensor]] = []
         if isinstance(obj, torch.Tensor):  # the common cases first, without the general walk
             tensors.append(("", obj))
-        elif type(obj) is tuple and all(isinstance(a, torch.Tensor) for a in obj):
-            tensors.extend(zip(_PATHS[: len(obj)], obj, strict=False) if len(obj) <= len(_PATHS) else ())
-            if len(obj) > len(_PATHS):
-                flatten(obj, tensors, others)
+        elif type(obj) is tuple and len(obj) <= len(_PATHS) and all(isinstance(a, torch.Tensor) for a in obj):
+            tensors.extend(zip(_PATHS, obj, strict=False))
         else:
             flatten(obj, tensors, others)
         tensor = self.capture.tensor
