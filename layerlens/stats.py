@@ -1,9 +1,10 @@
 """Per-tensor statistics with few passes over the data.
 
 On the CPU, reading a result costs no device synchronisation, so statistics
-are computed at once, from four cheap passes (aminmax, sum, 2-norm, zero
-count) instead of the slow single-pass `std_mean` kernel, with NaN/Inf counted
-only when the sums say there are any. On other devices everything stays on
+are computed at once, from four cheap passes (min and max, sum, 2-norm, zero
+count) instead of the slow single-pass `std_mean` kernel, with numpy below
+`NUMPY_MAX` elements and NaN/Inf counted only when the extremes or sums say
+there are any. On other devices everything stays on
 the device (min/max/mean/std and the counts), to be moved to the host in one
 transfer at the end of the trace.
 """
@@ -11,6 +12,7 @@ transfer at the end of the trace.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -70,7 +72,7 @@ def cpu_stats(x: torch.Tensor, sample: int | None = None) -> TensorStats:
     nan = inf = 0
     if not (math.isfinite(s) and math.isfinite(q)):
         nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
-    return TensorStats(lo, hi, mean, _std(x, n, mean, q), nan, inf, 1.0 - nonzero / n)
+    return TensorStats(lo, hi, mean, _std(n, mean, q, lambda: float(x.std())), nan, inf, 1.0 - nonzero / n)
 
 
 def _sampled_stats(x: torch.Tensor, sample: int) -> TensorStats:
@@ -105,13 +107,7 @@ def _numpy_stats_of(a: np.ndarray) -> TensorStats:
     if not finite:
         nan, inf = int(np.isnan(flat).sum()), int(np.isinf(flat).sum())
     mean = s / n
-    var = (q * q - n * mean * mean) / (n - 1) if n > 1 and math.isfinite(q) else math.nan
-    if n == 1:
-        std = 0.0
-    elif not math.isfinite(var) or var <= 0 or mean * mean > _CANCELLATION_RATIO**2 * var:
-        std = float(np.std(flat.astype(np.float64), ddof=1))
-    else:
-        std = math.sqrt(var)
+    std = _std(n, mean, q, lambda: float(np.std(flat.astype(np.float64), ddof=1)))
     return TensorStats(lo, hi, mean, std, nan, inf, 1.0 - nonzero / n)
 
 
@@ -126,12 +122,14 @@ def _ones(n: int, dtype: np.dtype[Any]) -> np.ndarray:
     return ones[:n]
 
 
-def _std(x: torch.Tensor, n: int, mean: float, q: float) -> float:
+def _std(n: int, mean: float, q: float, exact: Callable[[], float]) -> float:
+    """The sample std from the mean and the 2-norm `q`; `exact()` (a two-pass std)
+    where the sum of squares overflowed or would cancel too many digits."""
     if n == 1:
         return 0.0
     var = (q * q - n * mean * mean) / (n - 1) if math.isfinite(q) and math.isfinite(mean) else math.nan
     if not math.isfinite(var) or var <= 0 or mean * mean > _CANCELLATION_RATIO**2 * var:
-        return float(x.std())
+        return exact()
     return math.sqrt(var)
 
 
