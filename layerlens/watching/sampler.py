@@ -247,6 +247,7 @@ def _norms(tensors: list[torch.Tensor], both: bool = False) -> list[float] | tor
 
 
 def _norm(a: np.ndarray) -> float:
+    """The 2-norm of a flat array; in float64 where float32 squares overflow."""
     norm = math.sqrt(float(np.dot(a, a)))
     return norm if math.isfinite(norm) else float(np.linalg.norm(a.astype(np.float64)))
 
@@ -332,12 +333,8 @@ def _grad_numbers(g: torch.Tensor) -> Any:
 def _numpy_grad_numbers(a: np.ndarray) -> list[float]:
     with np.errstate(all="ignore"):
         lo, hi = float(np.minimum.reduce(a)), float(np.maximum.reduce(a))  # NaN propagates into both
-        norm = math.sqrt(float(np.dot(a, a)))
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            return [norm, max(-lo, hi), int(np.isnan(a).sum()), int(np.isinf(a).sum())]
-        if not math.isfinite(norm):  # float32 squares of huge finite values overflow
-            norm = float(np.linalg.norm(a.astype(np.float64)))
-    return [norm, max(-lo, hi), 0, 0]
+        counts = [0, 0] if math.isfinite(lo) and math.isfinite(hi) else [int(np.isnan(a).sum()), int(np.isinf(a).sum())]
+        return [_norm(a), max(-lo, hi), *counts]
 
 
 def _strided(t: torch.Tensor, n: int = SAMPLE) -> torch.Tensor:
