@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..render.figure import new_figure
 from . import abc
 
 MODEL_FILE = "abc_model.pt"
@@ -47,15 +48,11 @@ class History:
     def plot(self, path: str | Path) -> Path | None:
         """The tutorial's curve (loss and accuracy per epoch) as an image; None
         when matplotlib is not installed (`pip install layerlens[plot]`)."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
+        fig = new_figure(6, 3.5)
+        if fig is None:
             return None
         epochs = list(range(1, len(self.loss) + 1))
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax = fig.subplots()
         ax.plot(epochs, self.loss, label="loss", color="tab:red")
         ax.plot(epochs, self.accuracy, label="accuracy", color="tab:blue")
         ax.set_xlabel("epoch")
@@ -63,7 +60,6 @@ class History:
         ax.legend()
         fig.tight_layout()
         fig.savefig(path, dpi=120)
-        plt.close(fig)
         return Path(path)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import tabulate as _tabulate
 
+from ..render.figure import new_figure
 from .records import StepRecord
 
 
@@ -78,24 +79,19 @@ class JsonlWriter:
 def plot(history: list[StepRecord], logs: list[tuple[int, dict[str, float]]], path: Path) -> Path | None:
     """Logged values (the tutorial's loss/accuracy curve), per-layer gradient norms
     and activation std over the sampled steps."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    fig = new_figure(7, 9)
+    if fig is None:
         return None
-    fig, axes = plt.subplots(3, 1, figsize=(7, 9), sharex=True)
+    axes = fig.subplots(3, 1, sharex=True)
     keys = sorted({k for _, entry in logs for k in entry})
     for key in keys:
         points = [(step, entry[key]) for step, entry in logs if key in entry]
         axes[0].plot([s for s, _ in points], [v for _, v in points], label=key)
     axes[0].set_title("logged values")
     for name in _layer_names(history):
-        steps = [r.step for r in history for h in r.layers if h.name == name and h.grad_norm is not None]
-        norms = [h.grad_norm for r in history for h in r.layers if h.name == name and h.grad_norm is not None]
+        norms = [(r.step, h.grad_norm) for r in history for h in r.layers if h.name == name and h.grad_norm is not None]
         if norms:
-            axes[1].semilogy(steps, norms, label=name or "(root)")
+            axes[1].semilogy([s for s, _ in norms], [v for _, v in norms], label=name or "(root)")
         stds = [(r.step, h.output.std) for r in history for h in r.layers if h.name == name and h.output]
         if stds:
             axes[2].plot([s for s, _ in stds], [v for _, v in stds], label=name or "(root)")
@@ -107,7 +103,6 @@ def plot(history: list[StepRecord], logs: list[tuple[int, dict[str, float]]], pa
             ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
