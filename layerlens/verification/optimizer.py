@@ -116,12 +116,10 @@ def _clone_optimizer(opt: torch.optim.Optimizer, model: nn.Module, clone: nn.Mod
 def _reference(opt: torch.optim.Optimizer, group: dict[str, Any]) -> Any:
     if group.get("maximize") or group.get("differentiable"):
         raise ValueError("verify_optimizer: maximize=True and differentiable=True have no numpy reference")
-    if isinstance(opt, torch.optim.AdamW):
-        return ref.AdamW(group["lr"], group["betas"], group["eps"], group["weight_decay"], group["amsgrad"])
-    if isinstance(opt, torch.optim.Adam):
-        if group.get("decoupled_weight_decay"):
-            return ref.AdamW(group["lr"], group["betas"], group["eps"], group["weight_decay"], group["amsgrad"])
-        return ref.Adam(group["lr"], group["betas"], group["eps"], group["weight_decay"], group["amsgrad"])
+    if isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)):  # AdamW subclasses Adam only in recent PyTorch
+        decoupled = isinstance(opt, torch.optim.AdamW) or group.get("decoupled_weight_decay")
+        make = ref.AdamW if decoupled else ref.Adam
+        return make(group["lr"], group["betas"], group["eps"], group["weight_decay"], group["amsgrad"])
     if isinstance(opt, torch.optim.SGD):
         return ref.SGD(group["lr"], group["momentum"], group["dampening"], group["weight_decay"], group["nesterov"])
     raise TypeError(f"verify_optimizer: no numpy reference for {type(opt).__name__} (SGD, Adam and AdamW have one)")
