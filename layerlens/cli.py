@@ -39,9 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(ns.run(ns))
-    except CliError as exc:
-        print(f"layerlens: error: {exc}", file=sys.stderr)
-    except TraceError as exc:
+    except (CliError, TraceError) as exc:
         print(f"layerlens: error: {exc}", file=sys.stderr)
     return 2
 
@@ -59,9 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         "--dtype", action="append", metavar="DTYPE", help="input dtype like float32 or long (repeat per input)"
     )
     model.add_argument("--mode", choices=("train", "eval"), help="run the model in this mode for the trace")
-    model.add_argument("--depth", type=int, help="show layers down to this depth only")
 
     p = sub.add_parser("trace", parents=[model], help="trace one forward pass and print the table")
+    p.add_argument("--depth", type=int, help="show layers down to this depth only")
     p.add_argument("--values", choices=("stats", "full", "none"), default="stats")
     p.add_argument("--fmt", default="simple", help="any tabulate format: simple, github, grid, html, latex, ...")
     p.add_argument("--columns", help=f"comma-separated table columns from: {', '.join(COLUMNS)}")
@@ -70,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_trace_command)
 
     d = sub.add_parser("diagram", parents=[model], help="draw the data flow of one forward pass")
+    d.add_argument("--depth", type=int, help="draw modules down to this depth, each deeper one as part of its parent")
     d.add_argument("-o", "--output", default="diagram.svg", help="file to write: .svg, .png, .pdf, .dot or .gv")
     d.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="top to bottom or left to right")
     d.add_argument("--roll", action="store_true", help="draw each reused module once, with its call count")
