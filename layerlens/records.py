@@ -133,8 +133,7 @@ class LayerRecord:
     @property
     def label(self) -> str:
         """The name as shown to people: `(root)` for the root, `#k` for repeat calls."""
-        base = self.name or "(root)"
-        return base if self.call_index == 0 else f"{base} #{self.call_index}"
+        return call_label(self.name, self.call_index)
 
     def is_instance_of(self, cls: type | str) -> bool:
         """Whether the recorded module's type is `cls` or derives from it."""
@@ -172,3 +171,9 @@ class Edge:
     dst: str
     shape: Shape
     dtype: str
+
+
+def call_label(name: str, call_index: int) -> str:
+    """A module call as shown to people: `(root)` for the root, `name #k` for its k-th repeat."""
+    base = name or "(root)"
+    return base if call_index == 0 else f"{base} #{call_index}"

@@ -122,9 +122,13 @@ def _output_name(path: str) -> str:
     return f"output {path}" if path else "output"
 
 
+def _title(r: LayerRecord, calls: int) -> str:
+    """The module's name for a rolled node (all its calls), the call's label otherwise."""
+    return (r.name or "(root)") if calls > 1 else r.label
+
+
 def _record_attrs(r: LayerRecord, calls: int) -> dict[str, str]:
-    title = (r.name or "(root)") if calls > 1 else r.label
-    lines = [(title, True), (_subtitle(r, calls), False)]
+    lines = [(_title(r, calls), True), (_subtitle(r, calls), False)]
     if r.num_params:
         lines.append((f"{r.num_params:,} params", False))
     attrs = {"label": _html(lines), "fillcolor": _family(r), "tooltip": _tip(_tooltip_lines(r))}
@@ -135,10 +139,9 @@ def _record_attrs(r: LayerRecord, calls: int) -> dict[str, str]:
 
 def _cluster_attrs(c: Cluster) -> dict[str, str]:
     r = c.record
-    title = (r.name or "(root)") if c.calls > 1 else r.label
     extra = f" ×{c.calls}" if c.calls > 1 else ""
     attrs = {
-        "label": _html([(f"{title}  ", True), (f"{r.type_name}{extra}", False)], inline=True),
+        "label": _html([(f"{_title(r, c.calls)}  ", True), (f"{r.type_name}{extra}", False)], inline=True),
         "style": "rounded,dashed",
         "color": "#8c959f",
         "fontcolor": MUTED,

@@ -10,6 +10,8 @@ from typing import Any
 
 import tabulate as _tabulate
 
+from ..records import call_label
+
 SCHEMA = "layerlens.verify/1"
 STATUSES = ("pass", "fail", "unchecked", "composite")
 
@@ -38,8 +40,7 @@ class Verdict:
 
     @property
     def label(self) -> str:
-        base = self.name or "(root)"
-        return base if self.call_index == 0 else f"{base} #{self.call_index}"
+        return call_label(self.name, self.call_index)
 
 
 class VerifyReport:
