@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from layerlens.examples import abc, models
+from layerlens.models import abc
+from layerlens.models import gallery as models
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import layerlens as ll
-from layerlens.examples import models as example_models
+from layerlens.models import gallery as example_models
 
 from .memory import measure_in_subprocess
 from .models import CASES, Case, training_loss

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 import layerlens as ll
-from layerlens.examples import abc, models
+from layerlens.models import abc
+from layerlens.models import gallery as models
 from layerlens.render.graphviz_run import RenderError
 
 DOCS = Path(__file__).resolve().parent

@@ -7,7 +7,7 @@ else 2 for 'c'. Embedding -> 2-layer RNN -> reshape -> Linear, Adam, batches of 
 from __future__ import annotations
 
 import layerlens as ll
-from layerlens.examples import abc
+from layerlens.models import abc
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import layerlens as ll
-from layerlens.examples import abc
+from layerlens.models import abc
 
 
 class NaiveLogSoftmax(nn.Module):

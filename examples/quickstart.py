@@ -6,7 +6,7 @@ Run: python examples/quickstart.py
 from __future__ import annotations
 
 import layerlens as ll
-from layerlens.examples import abc
+from layerlens.models import abc
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .errors import TraceError
-from .render.graphviz_run import FORMATS, RenderError, find_renderer
+from .errors import RenderError, TraceError
+from .render.graphviz_run import FORMATS, find_renderer
 from .render.table import COLUMNS, render_checks
-from .result import Trace
+from .trace import Trace
 from .tracing import trace
 
 
@@ -186,7 +186,7 @@ def _save(t: Trace, path: Path) -> None:
 def _load_model(spec: str | None) -> tuple[nn.Module, torch.Tensor | None]:
     """The model named by MODULE:FACTORY, or the bundled abc classifier with real inputs."""
     if spec is None:
-        from .examples import abc
+        from .models import abc
 
         return abc.build_model(), abc.encode(list(abc.SAMPLE_STRINGS))
     target, sep, attr = spec.rpartition(":")

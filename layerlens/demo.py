@@ -9,11 +9,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .examples import abc
-from .examples.abc_training import MODEL_FILE, VOCAB_FILE
-from .render.graphviz_run import RenderError
+from .models import abc
+from .errors import RenderError
+from .models.abc import MODEL_FILE, VOCAB_FILE
 from .render.table import render_checks
-from .result import Trace
+from .trace import Trace
 from .tracing import trace
 
 TRACE_BATCH = 64

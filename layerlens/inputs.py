@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .flatten import contains_tensor
+from .layers.registry import REGISTRY
 
 ShapeLike = Sequence[int]
 
@@ -88,8 +89,13 @@ def _random(shape: tuple[int, ...], dtype: torch.dtype, gen: torch.Generator, hi
 
 
 def _index_bound(model: nn.Module) -> int:
-    sizes = [m.num_embeddings for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
-    return min(sizes) if sizes else 2
+    """The smallest `index_limit` any family states for a module of the model (2 if none does)."""
+    limits = []
+    for m in model.modules():
+        limit = REGISTRY.coverage(type(m)).hook("index_limit")
+        if limit is not None and (value := limit(m)) is not None:
+            limits.append(int(value))
+    return min(limits) if limits else 2
 
 
 def _shapes(input_size: Any) -> list[tuple[int, ...]]:

@@ -21,11 +21,11 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 from torch.utils.hooks import RemovableHandle
 
-from .capture import Capture
+from .tensor_capture import Capture
 from .flatten import flatten
-from .flow import Flow
-from .inspectors.registry import Probe, probe_for
-from .records import TensorInfo
+from .data_flow import Flow
+from .layers.registry import REGISTRY, Probe
+from .records import NodeRef, TensorInfo
 
 _PATHS = tuple(str(i) for i in range(16))  # "0", "1", ...: paths of positional tensors
 
@@ -119,7 +119,7 @@ class Recorder:
     def _index(named: list[tuple[str, nn.Module]], probes: bool) -> dict[int, ModuleInfo]:
         return {
             id(m): ModuleInfo(
-                name, name.count(".") + 1 if name else 0, probe_for(type(m)) if probes else None, not m._modules
+                name, name.count(".") + 1 if name else 0, _probe(m) if probes else None, not m._modules
             )
             for name, m in named
         }
@@ -215,10 +215,10 @@ class Recorder:
         if self.flow is not None:
             if parent is None:
                 for path, t in tensors:
-                    self.flow.produced([(path, t)], f"input:{path}", only_new=True)
+                    self.flow.produced([(path, t)], NodeRef("input", path), only_new=True)
             else:
                 parent.inner = True
-            self.flow.consumed(tensors, f"call:{call.index}")
+            self.flow.consumed(tensors, NodeRef.call(call.index))
         if info.probe is not None and info.probe.before is not None:
             call.probe_state = info.probe.before(module, args)
         if info.leaf and self.mode is not None:
@@ -230,13 +230,13 @@ class Recorder:
         if kwargs and not outermost:
             keywords = self._capture(kwargs, call.inputs, call.other_inputs, name)
             if self.flow is not None:
-                self.flow.consumed(keywords, f"call:{call.index}")
+                self.flow.consumed(keywords, NodeRef.call(call.index))
         outs = self._capture(output, call.outputs, call.other_outputs, name)
         if self.flow is not None:
-            self.flow.produced(outs, f"call:{call.index}", only_new=call.inner)
+            self.flow.produced(outs, NodeRef.call(call.index), only_new=call.inner)
             if outermost:
                 for path, t in outs:
-                    self.flow.consumed([(path, t)], f"output:{path}")
+                    self.flow.consumed([(path, t)], NodeRef("output", path))
         call.args = None
         probe = call.info.probe
         if probe is not None and not (call.outputs and call.outputs[0].device == "meta"):  # meta: no values
@@ -289,7 +289,7 @@ class Recorder:
             prefix = f"{parent.name}." if parent.name else ""
             same = sum(1 for i in self._unregistered.values() if i.name.startswith(f"{prefix}<{kind}"))
             name = f"{prefix}<{kind}>" if not same else f"{prefix}<{kind}:{same}>"
-            probe = probe_for(type(module)) if self._probes else None
+            probe = _probe(module) if self._probes else None
             info = ModuleInfo(name, parent.depth + 1, probe, not module._modules, registered=False)
             self._unregistered[id(module)] = info
             self._warn(
@@ -302,6 +302,11 @@ class Recorder:
     def _warn(self, text: str) -> None:
         if text not in self.warnings:
             self.warnings.append(text)
+
+
+def _probe(module: nn.Module) -> Probe | None:
+    probe: Probe | None = REGISTRY.coverage(type(module)).hook("probe")
+    return probe
 
 
 def _pause(mode: Any) -> Any:

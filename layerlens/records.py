@@ -7,7 +7,7 @@ tensor, so a `Trace` can be kept, compared, serialised and reloaded freely.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -89,6 +89,10 @@ class LayerRecord:
     bases (below `nn.Module`), so type queries can match base classes.
     `parent` is the index in the trace of the call this one ran inside (None
     for the root); `depth` comes from the qualified name, as in the API.
+    `family` names the layer family whose facts fill `details`; `not_checked`
+    says why its checks were not applied (e.g. "forward overridden by
+    timm.layers.norm_act.BatchNormAct2d"), so no rule judges a computation it
+    does not describe.
     """
 
     name: str
@@ -108,6 +112,8 @@ class LayerRecord:
     other_outputs: tuple[tuple[str, str], ...] = ()
     error: str | None = None
     parent: int | None = None
+    family: str | None = None
+    not_checked: str | None = None
     measures: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -159,16 +165,50 @@ class OpRecord:
     outputs: tuple[TensorInfo, ...] = ()
 
 
+NodeKind = Literal["input", "call", "op", "output"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRef:
+    """One end of an edge: a model input or output (by its path), a module call
+    (by record index) or an op (by op index). Written as `"call:3"` in JSON."""
+
+    kind: NodeKind
+    key: str
+
+    @classmethod
+    def call(cls, index: int) -> NodeRef:
+        return cls("call", str(index))
+
+    @classmethod
+    def op(cls, index: int) -> NodeRef:
+        return cls("op", str(index))
+
+    @classmethod
+    def parse(cls, text: str) -> NodeRef:
+        """`"call:3"` -> NodeRef("call", "3"); a ValueError for anything else."""
+        kind, sep, key = text.partition(":")
+        if not sep or kind not in ("input", "call", "op", "output"):
+            raise ValueError(f"not a node reference: {text!r} (expected input:, call:, op: or output:)")
+        if kind in ("call", "op") and not (key.isdigit() and key.isascii()):
+            raise ValueError(f"not a node reference: {text!r} ({kind} needs an index)")
+        return cls(kind, key)  # type: ignore[arg-type]
+
+    @property
+    def index(self) -> int:
+        """The record or op index of a call or op node."""
+        return int(self.key)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.key}"
+
+
 @dataclass(frozen=True)
 class Edge:
-    """A tensor passed from the node that produced it to one that used it.
+    """A tensor passed from the node that produced it to one that used it."""
 
-    Nodes are `"input:<path>"` (a model input), `"call:<i>"` (record i),
-    `"op:<j>"` (op j) and `"output:<path>"` (a model output).
-    """
-
-    src: str
-    dst: str
+    src: NodeRef
+    dst: NodeRef
     shape: Shape
     dtype: str
 

@@ -2,38 +2,38 @@
 
 The order matters and is the whole design: validate everything before
 touching the model; snapshot its state; run the forward with the recorder
-installed; remove the recorder; move captured statistics to the host in one
-go; run the inspectors while the model is still in the mode it ran in; then
-restore the state, whatever happened.
+installed (and the families' trace contexts entered); remove the recorder;
+move captured statistics to the host in one go; run the inspectors while the
+model is still in the mode it ran in; then restore the state, whatever
+happened.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import inspect
 import warnings
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
+from typing_extensions import Unpack
 
 from ._version import __version__
-from .capture import DEFAULT_MAX_BYTES, Capture
-from .errors import LayerlensWarning, TraceError, expected_by, failure_message
-from .flow import Flow, OpCapture
+from .tensor_capture import Capture
+from .data_flow import Flow, OpCapture
+from .errors import LayerlensWarning, TraceError
+from .failure import expected_by, failure_message, first_line
 from .inputs import check_inputs, positional_inputs
-from .inspectors.registry import InspectorOverrides, inspector_for
+from .layers.registry import REGISTRY, Coverage, InspectorOverrides
 from .model_index import ModelIndex
+from .options import TraceKeywords, TraceOptions
 from .recorder import Call, Recorder
 from .records import Check, LayerRecord
-from .result import Trace, TraceMeta
-from .state import StateGuard, disable_fused_paths
-
-Values = Literal["stats", "full", "none"] | None
-Mode = Literal["train", "eval"] | None
+from .model_state import StateGuard
+from .trace import Trace, TraceMeta
 
 
 def trace(
@@ -41,84 +41,51 @@ def trace(
     x: Any = None,
     *,
     kwargs: Mapping[str, Any] | None = None,
-    input_size: Any = None,
-    dtypes: Any = None,
-    values: Values = "stats",
-    mode: Mode = None,
-    grad: bool = False,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    inspectors: InspectorOverrides | None = None,
-    snapshot_params: bool = False,
-    seed: int = 0,
-    ops: bool = True,
+    options: TraceOptions | None = None,
+    **keywords: Unpack[TraceKeywords],
 ) -> Trace:
     """Run one forward pass of `model` and record every module call.
 
     `x` is a tensor or a tuple of positional inputs; `kwargs` are keyword
-    inputs for `model.forward`. Instead of `x`, `input_size` (a shape or list
-    of shapes) and `dtypes` make random inputs on the model's device.
-    `values`: `"stats"` (per-tensor statistics), `"full"` (also CPU numpy
-    copies, up to `max_bytes`), or None (shapes and dtypes only).
-    `mode` runs the model in train or eval mode for this call only.
-    `inspectors` overrides inspectors by module type for this call.
-    `ops` catches the functional operations between modules (reshape, `+`,
-    cat, indexing, ...) for the data-flow diagram.
+    inputs for `model.forward`. Instead of `x`, `input_size=` (a shape or list
+    of shapes) and `dtypes=` make random inputs on the model's device.
+    The other keywords are those of `TraceOptions` (or pass `options=`):
+    `values="stats"|"full"|None`, `mode="train"|"eval"`, `grad=`,
+    `max_bytes=`, `inspectors=`, `snapshot_params=`, `seed=`, `ops=`.
     The model's parameters, buffers, train/eval flags, RNG states and hooks are
     as before afterwards; parameters edited in place by the forward are only
     restored with `snapshot_params=True` (otherwise reported as a warning).
     Raises `TraceError` if the forward raises.
     """
     _check_model(model)
-    values = _check_values(values)
-    if mode not in (None, "train", "eval"):
-        raise ValueError(f"mode must be 'train', 'eval' or None, got {mode!r}")
+    opts = TraceOptions.merge(options, **keywords)
     if kwargs is not None and not isinstance(kwargs, Mapping):
         raise TypeError(f"kwargs must be a dict of keyword inputs for forward, got {type(kwargs).__name__}")
-    collecting = gc.isenabled()
-    gc.disable()  # many small acyclic objects: collections would only rescan the model, over and over
-    try:
-        return _trace(model, x, dict(kwargs or {}), input_size, dtypes, values, mode, grad, max_bytes, inspectors,
-                      snapshot_params, seed, ops)  # fmt: skip
-    finally:
-        if collecting:
-            gc.enable()
+    return _trace(model, x, dict(kwargs or {}), opts)
 
 
-def _trace(
-    model: nn.Module,
-    x: Any,
-    root_kwargs: dict[str, Any],
-    input_size: Any,
-    dtypes: Any,
-    values: Literal["stats", "full"] | None,
-    mode: Mode,
-    grad: bool,
-    max_bytes: int,
-    inspectors: InspectorOverrides | None,
-    snapshot_params: bool,
-    seed: int,
-    ops: bool,
-) -> Trace:
-    """`trace` once its arguments are checked, with the garbage collector paused."""
+def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOptions) -> Trace:
+    """`trace` once its arguments are checked."""
     original = model
     model, index, notes = _traceable(model)
-    args = positional_inputs(x, input_size, dtypes, model, seed)
+    args = positional_inputs(x, opts.input_size, opts.dtypes, model, opts.seed)
     check_inputs(args, root_kwargs)
+    REGISTRY.resolve_pending()
 
-    capture = Capture(values, max_bytes)
-    flow = Flow() if ops else None
-    recorder = Recorder(model, index.named, capture, root_kwargs, probes=values is not None, flow=flow)
-    guard = StateGuard(index.named, snapshot_params, mode)
+    capture = Capture(opts.values, opts.max_bytes)
+    flow = Flow() if opts.ops else None
+    recorder = Recorder(model, index.named, capture, root_kwargs, probes=opts.values is not None, flow=flow)
+    guard = StateGuard(index.named, opts.snapshot_params, opts.mode)
     failure: Exception | None = None
     try:
-        if mode is not None:
-            model.train(mode == "train")
-        disable_fused_paths()
-        failure = _run(model, args, root_kwargs, recorder, grad)
+        if opts.mode is not None:
+            model.train(opts.mode == "train")
+        with _family_contexts(index):
+            failure = _run(model, args, root_kwargs, recorder, opts.grad)
         if flow is not None:
             flow.release()
         capture.finalize()
-        records, broken = _build_records(recorder, capture, index, inspectors)
+        records, broken = _build_records(recorder, capture, index, opts.inspectors)
     finally:
         recorder.remove()
         unrestorable = guard.restore()
@@ -130,7 +97,7 @@ def _trace(
         )
     result = Trace(
         records,
-        _meta(model, index, values, mode, grad),
+        _meta(model, index, opts),
         notes,
         ops=flow.ops if flow is not None else (),
         edges=flow.edges if flow is not None else (),
@@ -139,6 +106,19 @@ def _trace(
         raise _trace_error(result, recorder, failure) from failure
     _emit(result.warnings)
     return result
+
+
+@contextlib.contextmanager
+def _family_contexts(index: ModelIndex) -> Any:
+    """Enter each `during_trace` context of the families in the model, once each."""
+    with contextlib.ExitStack() as stack:
+        entered = set()
+        for cls in {type(m) for _, m in index.named}:
+            enter = REGISTRY.coverage(cls).hook("during_trace")
+            if enter is not None and enter not in entered:
+                entered.add(enter)
+                stack.enter_context(enter())
+        yield
 
 
 def _check_model(model: Any) -> None:
@@ -150,14 +130,6 @@ def _check_model(model: Any) -> None:
     elif isinstance(model, type) and issubclass(model, nn.Module):
         hint = f" (the class {model.__name__}: pass an instance, e.g. {model.__name__}(...))"
     raise TypeError(f"trace() expects an nn.Module as its first argument, got {type(model).__name__}{hint}")
-
-
-def _check_values(values: Any) -> Literal["stats", "full"] | None:
-    if values is None or values == "none":
-        return None
-    if values in ("stats", "full"):
-        return values  # type: ignore[no-any-return]
-    raise ValueError(f"values must be 'stats', 'full' or None, got {values!r}")
 
 
 def _traceable(model: nn.Module) -> tuple[nn.Module, ModelIndex, list[str]]:
@@ -205,7 +177,8 @@ def _build_records(
     recorder: Recorder, capture: Capture, index: ModelIndex, overrides: InspectorOverrides | None
 ) -> tuple[list[LayerRecord], list[str]]:
     """One LayerRecord per call, inspected; and notes about inspectors that broke."""
-    records, broken = [], []
+    records: list[LayerRecord] = []
+    broken: list[str] = []
     for call in recorder.calls:
         total, trainable = index.param_counts(call.module)
         record = LayerRecord(
@@ -226,29 +199,52 @@ def _build_records(
             parent=call.parent,
             measures={k: capture.resolve(v) for k, v in call.measures.items()},
         )
-        note = _inspect(call.module, record, overrides)
+        note = _inspect(call.module, record, REGISTRY.coverage(type(call.module)), overrides)
         if note and note not in broken:
             broken.append(note)
         records.append(record)
     return records, broken
 
 
-def _inspect(module: nn.Module, record: LayerRecord, overrides: InspectorOverrides | None) -> str | None:
-    """Run the module's inspector; a broken inspector becomes a note, not a crash."""
-    fn = inspector_for(type(module), overrides)
+def _inspect(
+    module: nn.Module, record: LayerRecord, cover: Coverage, overrides: InspectorOverrides | None
+) -> str | None:
+    """Run the module's inspector; a broken inspector becomes a note, not a crash.
+
+    A family that does not judge this module (its forward is another) still
+    gives its facts; its checks are dropped and the record says why.
+    """
+    fn, judged = _inspector(type(module), cover, overrides)
+    record.family = cover.family.name if cover.family is not None else None
     note = None
     if fn is not None:
+        checks: list[Check] = []
         try:
             for item in fn(module, record) or ():
                 if not isinstance(item, Check):
                     raise TypeError(f"inspectors must return or yield Check objects, got {type(item).__name__}")
-                record.checks.append(_plain_check(item))
+                checks.append(_plain_check(item))
         except Exception as exc:
-            note = (
-                f"inspector {getattr(fn, '__qualname__', fn)!s} failed on {record.type_name} '{record.label}': {exc!r}"
-            )
+            if judged:
+                note = f"inspector {getattr(fn, '__qualname__', fn)!s} failed on {record.type_name} '{record.label}': {exc!r}"
+        if judged:
+            record.checks.extend(checks)
+        elif checks or (cover.family is not None and cover.family.probe is not None):
+            record.not_checked = cover.reason
     record.details = {k: _plain(v) for k, v in record.details.items()}
     return note
+
+
+def _inspector(cls: type, cover: Coverage, overrides: InspectorOverrides | None) -> tuple[Any, bool]:
+    """The inspector to run and whether its checks count: a per-call override
+    first (it always counts), then the family's."""
+    if overrides:
+        for base in cls.__mro__:
+            if base in overrides:
+                return overrides[base], True
+    if cover.judged:
+        return cover.hook("inspect"), True
+    return cover.facts(), False
 
 
 def _plain_check(c: Check) -> Check:
@@ -281,11 +277,11 @@ def _type_path(cls: type) -> tuple[str, ...]:
 
 
 def _describe(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    text = first_line(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def _meta(model: nn.Module, index: ModelIndex, values: str | None, mode: str | None, grad: bool) -> TraceMeta:
+def _meta(model: nn.Module, index: ModelIndex, opts: TraceOptions) -> TraceMeta:
     total, trainable = index.param_counts(model)
     return TraceMeta(
         model_type=type(model).__name__,
@@ -295,9 +291,9 @@ def _meta(model: nn.Module, index: ModelIndex, values: str | None, mode: str | N
         buffer_bytes=sum(
             b.numel() * b.element_size() for _, m in index.named for b in m._buffers.values() if b is not None
         ),
-        values=values,
-        mode=mode,
-        grad=grad,
+        values=opts.values,
+        mode=opts.mode,
+        grad=opts.grad,
         torch_version=torch.__version__,
         layerlens_version=__version__,
         input_names=_positional_names(model),

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
+
+import layerlens as ll
 
 
 @pytest.fixture(autouse=True)
@@ -55,3 +60,15 @@ def convnet() -> ConvNet:
 @pytest.fixture
 def tagger() -> Tagger:
     return Tagger()
+
+
+@contextlib.contextmanager
+def judged_as(module_type: type, like: type) -> Iterator[None]:
+    """Within the block, `module_type` (a buggy re-implementation whose forward
+    overrides its parent's) is judged by the rules of `like`, as a user does
+    with `layerlens.layers.judge_like` for a layer that computes the same thing."""
+    ll.layers.judge_like(module_type, like)
+    try:
+        yield
+    finally:
+        ll.unregister(module_type)

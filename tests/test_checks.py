@@ -11,6 +11,8 @@ from torch import nn
 
 import layerlens as ll
 
+from tests.conftest import judged_as
+
 
 def _check(t: ll.Trace, name: str) -> ll.Check:
     found = [c for c in t.checks if c.name == name]
@@ -45,7 +47,10 @@ def test_embedding_index_range_fails_for_an_index_past_the_table() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return super().forward(x.clamp(0, self.num_embeddings - 1))
 
-    t = ll.trace(Lenient(5, 2), torch.tensor([0, 4, 7]))
+    t = ll.trace(Lenient(5, 2), torch.tensor([0, 4, 7]))  # its own forward: the Embedding rule does not judge it
+    assert t.ok and not t.checks and "forward overridden by" in (t[0].not_checked or "")
+    with judged_as(Lenient, nn.Embedding):  # "Lenient computes an Embedding's lookup"
+        t = ll.trace(Lenient(5, 2), torch.tensor([0, 4, 7]))
     check = _check(t, "embedding_index_range")
     assert not check.ok and check.actual == (0, 7) and "outside" in check.message
 
@@ -95,9 +100,10 @@ class _LeakyEval(nn.Dropout):
 
 
 def test_dropout_scaling_fails_for_broken_dropouts() -> None:
-    check = _check(ll.trace(_WrongScale(0.5).train(), torch.randn(32, 32)), "dropout_scaling")
-    assert not check.ok and check.actual > 0 and "x/(1-p)" in check.message
-    check = _check(ll.trace(_LeakyEval(0.5).eval(), torch.randn(32, 32)), "dropout_scaling")
+    with judged_as(_WrongScale, nn.Dropout), judged_as(_LeakyEval, nn.Dropout):
+        check = _check(ll.trace(_WrongScale(0.5).train(), torch.randn(32, 32)), "dropout_scaling")
+        assert not check.ok and check.actual > 0 and "x/(1-p)" in check.message
+        check = _check(ll.trace(_LeakyEval(0.5).eval(), torch.randn(32, 32)), "dropout_scaling")
     assert not check.ok and "output equals input" in check.message
 
 
@@ -133,7 +139,8 @@ class _ReversedRNN(nn.RNN):
 
 
 def test_rnn_final_state_fails_when_the_time_axis_is_not_what_batch_first_says() -> None:
-    t = ll.trace(_ReversedRNN(3, 4, batch_first=True), torch.randn(2, 5, 3))
+    with judged_as(_ReversedRNN, nn.RNN):
+        t = ll.trace(_ReversedRNN(3, 4, batch_first=True), torch.randn(2, 5, 3))
     check = _check(t, "rnn_final_state")
     assert not check.ok and check.actual > 0.0 and "batch_first=True" in check.message
 
@@ -193,7 +200,8 @@ class _WrongAxisNorm(nn.BatchNorm1d):
 
 
 def test_norm_statistics_fail_on_the_wrong_axes() -> None:
-    t = ll.trace(_WrongAxisNorm(6).train(), torch.randn(16, 6) * 3 + 1)
+    with judged_as(_WrongAxisNorm, nn.BatchNorm1d):
+        t = ll.trace(_WrongAxisNorm(6).train(), torch.randn(16, 6) * 3 + 1)
     check = _check(t, "norm_statistics")
     assert not check.ok and check.actual > 0.1 and "per channel" in check.message
 
@@ -206,7 +214,8 @@ def test_norm_statistics_fail_when_eval_ignores_running_stats() -> None:
     layer = BatchStatsAlways(4)
     with torch.no_grad():
         layer.running_mean.fill_(5.0)  # type: ignore[union-attr]
-    t = ll.trace(layer.eval(), torch.randn(8, 4))
+    with judged_as(BatchStatsAlways, nn.BatchNorm1d):
+        t = ll.trace(layer.eval(), torch.randn(8, 4))
     assert not _check(t, "norm_statistics").ok
 
 

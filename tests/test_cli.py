@@ -78,9 +78,11 @@ def test_failed_checks_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         textwrap.dedent(
             """
             from torch import nn
+            import layerlens
             class Trimmed(nn.Conv1d):
                 def forward(self, x):
                     return super().forward(x)[..., :-1]
+            layerlens.layers.judge_like(Trimmed, nn.Conv1d)  # its forward claims to compute a Conv1d
             def build():
                 return Trimmed(1, 1, 3)
             """
@@ -111,7 +113,7 @@ def test_diagram_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     text = out.read_text()
     assert text.startswith("digraph AbcClassifier") and "reshape" in text
     out = tmp_path / "r.dot"
-    args = ["diagram", "layerlens.examples.models:resnet_like", "--input-size", "1,3,16,16"]
+    args = ["diagram", "layerlens.models.gallery:resnet_like", "--input-size", "1,3,16,16"]
     assert main([*args, "--depth", "1", "--rankdir", "LR", "-o", str(out)]) == 0
     text = out.read_text()
     assert "rankdir=LR" in text and "block1.conv1" not in text and "block1" in text

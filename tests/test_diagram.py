@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 import layerlens as ll
-from layerlens.examples import abc
-from layerlens.examples.models import build_lstm_tagger, build_resnet_like, build_reused_block
+from tests.conftest import judged_as
+from layerlens.models import abc
+from layerlens.models.gallery import build_lstm_tagger, build_resnet_like, build_reused_block
 from layerlens.render import graphviz_run
 from layerlens.render.graphviz_run import RenderError
 
@@ -177,7 +178,8 @@ def test_failed_check_is_red_with_its_message_as_tooltip() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return super().forward(x)[..., :-1]
 
-    d = _dot(nn.Sequential(Trimmed(1, 1, 3), nn.ReLU()), torch.randn(1, 1, 9))
+    with judged_as(Trimmed, nn.Conv1d):
+        d = _dot(nn.Sequential(Trimmed(1, 1, 3), nn.ReLU()), torch.randn(1, 1, 9))
     attrs = d.attrs[d.node("0")]
     assert 'fillcolor="#ffd8d3"' in attrs and 'color="#d1242f"' in attrs
     assert "conv_output_length" not in attrs and "floor((L_in" in attrs  # the message, in the tooltip

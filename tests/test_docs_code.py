@@ -44,7 +44,7 @@ class MyLayer(nn.Module):
 
 def _namespace() -> dict[str, object]:
     import layerlens
-    from layerlens.examples import abc
+    from layerlens.models import abc
 
     return {
         "torch": torch,

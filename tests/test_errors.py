@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import layerlens as ll
-from layerlens.examples.abc import AbcClassifier, build_model
+from layerlens.models.abc import AbcClassifier, build_model
 
 
 def _trace_error(model: nn.Module, *args: object, **kw: object) -> ll.TraceError:

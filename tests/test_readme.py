@@ -12,7 +12,7 @@ from torch import nn
 
 import layerlens as ll
 from layerlens.cli import main
-from layerlens.examples import abc
+from layerlens.models import abc
 
 README = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
 

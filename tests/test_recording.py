@@ -228,7 +228,7 @@ def test_trainable_params_follow_requires_grad(convnet: ConvNet) -> None:
 
 
 def test_random_inputs_from_input_size_fit_the_embedding() -> None:
-    from layerlens.examples.abc import build_model
+    from layerlens.models.abc import build_model
 
     t = ll.trace(build_model(), input_size=(64, 6), dtypes=[torch.long])
     assert t[0].inputs[0].dtype == "int64"

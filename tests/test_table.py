@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import layerlens as ll
-from layerlens.examples import abc
-from tests.conftest import ConvNet
+from layerlens.models import abc
+from tests.conftest import ConvNet, judged_as
 
 
 @pytest.fixture
@@ -51,7 +51,8 @@ def test_failed_checks_are_named(trace: ll.Trace) -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return super().forward(x)[..., :-1]
 
-    t = ll.trace(nn.Sequential(Trimmed(1, 1, 3)), torch.randn(1, 1, 9))
+    with judged_as(Trimmed, nn.Conv1d):
+        t = ll.trace(nn.Sequential(Trimmed(1, 1, 3)), torch.randn(1, 1, 9))
     rows = _rows(t.table())
     assert "✗ conv_output_length" in rows[1]
     assert "✗ 1 of 1 failed" in rows[-1]

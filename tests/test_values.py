@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import layerlens as ll
-from layerlens.capture import Capture
+from layerlens.tensor_capture import Capture
 from layerlens.records import TensorStats
 
 
@@ -195,7 +195,7 @@ def test_deferred_device_path_gives_the_same_trace(monkeypatch: pytest.MonkeyPat
         return real_cat(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr("layerlens.tracing.Capture", _AsIfOnADevice)
-    monkeypatch.setattr("layerlens.capture.torch.cat", counting_cat)
+    monkeypatch.setattr("layerlens.tensor_capture.torch.cat", counting_cat)
     deferred = ll.trace(model, x, mode="train")
     assert len(transfers) == 1  # one host transfer for the whole trace
     assert [c.name for c in deferred.checks] == [c.name for c in eager.checks]
@@ -216,7 +216,7 @@ def test_deferred_device_path_gives_the_same_trace(monkeypatch: pytest.MonkeyPat
 
 
 def test_meta_device_model_gives_shapes_without_memory() -> None:
-    from layerlens.examples.abc import AbcClassifier
+    from layerlens.models.abc import AbcClassifier
 
     with torch.device("meta"):
         model = AbcClassifier()

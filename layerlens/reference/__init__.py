@@ -1,19 +1,23 @@
 """Independent numpy implementations of the layers, losses and optimizers
-layerlens describes — the tutorial's method ("write it yourself, then compare
+layerlens describes: the tutorial's method ("write it yourself, then compare
 with the framework") as code. No torch inside: each function is teaching code
 with its formula in the docstring, and `layerlens.verify` compares PyTorch's
 outputs with them.
+
+Each layer's reference lives in its family's module (`layerlens.layers.conv`
+has `conv1d` beside the Conv1d checks); this module gathers them in one
+namespace, with the optimizers and gradient helpers that belong to no layer.
 """
 
-from .activations import relu, sigmoid, softmax, tanh
-from .attention import multi_head_attention
-from .conv import conv1d, conv2d
-from .grad import numerical_gradient, tutorial_gradient
-from .linear import embedding, linear
-from .losses import cross_entropy, mse_loss
-from .norm import batch_norm, group_norm, instance_norm, layer_norm
-from .optim import SGD, Adam, AdamW, ResettingAdam
-from .pooling import (
+from ..layers.activation import relu, sigmoid, softmax, tanh
+from ..layers.attention import multi_head_attention
+from ..layers.conv import conv1d, conv2d
+from ..layers.dropout import dropout
+from ..layers.embedding import embedding
+from ..layers.linear import linear
+from ..layers.loss import cross_entropy, mse_loss
+from ..layers.norm import batch_norm, group_norm, instance_norm, layer_norm
+from ..layers.pool import (
     adaptive_avg_pool1d,
     adaptive_avg_pool2d,
     adaptive_max_pool1d,
@@ -23,8 +27,9 @@ from .pooling import (
     max_pool1d,
     max_pool2d,
 )
-from .recurrent import gru, lstm, rnn
-from .regularization import dropout
+from ..layers.recurrent import gru, lstm, rnn
+from .grad import numerical_gradient, tutorial_gradient
+from .optim import SGD, Adam, AdamW, ResettingAdam
 
 __all__ = [
     "SGD",

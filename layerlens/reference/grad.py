@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .activations import sigmoid
+from ..layers.activation import sigmoid
 
 
 def tutorial_gradient(weight: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import html
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import graphviz
 
 from ..errors import LayerlensWarning
 from ..records import LayerRecord
+from ..trace_data import TraceData
 from .facts import key_facts
-from .view import Cluster, Node, View, build_view
-
-if TYPE_CHECKING:
-    from ..result import Trace
+from .diagram_layout import Cluster, Node, View, build_view
 
 # Above this many nodes a diagram stops being readable: suggest depth= or roll=.
 LARGE = 400
@@ -50,7 +48,7 @@ _OP = "#ffffff"
 _IO = "#d0d7de"
 
 
-def to_digraph(trace: Trace, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> graphviz.Digraph:
+def to_digraph(trace: TraceData, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> graphviz.Digraph:
     """The trace as a `graphviz.Digraph`."""
     if rankdir not in ("TB", "LR", "BT", "RL"):
         raise ValueError(f"rankdir must be 'TB', 'LR', 'BT' or 'RL', got {rankdir!r}")
@@ -204,6 +202,6 @@ def _safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in text) or "model"
 
 
-def dot_source(trace: Trace, **options: Any) -> str:
+def dot_source(trace: TraceData, **options: Any) -> str:
     """The DOT text of `to_digraph`."""
     return str(to_digraph(trace, **options).source)

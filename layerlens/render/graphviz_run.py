@@ -4,20 +4,17 @@ is no `dot`. Finding one is checked before any work is done."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
-from ..errors import LayerlensWarning
+from ..errors import LayerlensWarning, RenderError
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
 _PURE_FORMATS = {"svg", "png"}  # graphviz-pure 0.2 writes no PDF yet
-
-
-class RenderError(RuntimeError):
-    """No layout program could draw the diagram; the message says how to get one."""
 
 
 def find_renderer(fmt: str = "svg", prefer: str | None = None) -> list[str]:
@@ -64,3 +61,18 @@ def _beside_python(name: str) -> str | None:
     that environment's bin folder is not on PATH."""
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.is_file() else None
+
+
+def render_svg(source: str) -> str:
+    """DOT text drawn as SVG, sized to fit its container (width at most 100%)."""
+    return fit_svg(run(source, "svg", find_renderer("svg")).decode("utf-8"))
+
+
+def fit_svg(svg: str) -> str:
+    """Let an SVG shrink to its container: keep its natural size as a maximum."""
+    return re.sub(
+        r"<svg ([^>]*?)width=\"([^\"]+)\" height=\"([^\"]+)\"",
+        r'<svg \1width="\2" height="\3" style="max-width:100%;height:auto"',
+        svg,
+        count=1,
+    )

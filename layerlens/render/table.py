@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import tabulate as _tabulate
 
 from ..records import LayerRecord, TensorStats
+from ..trace_data import TraceData
 from .facts import key_facts
 
 DEFAULT_COLUMNS = ("layer", "type", "input", "output", "params", "checks")
@@ -73,12 +74,9 @@ COLUMNS = ("layer", *_COLUMNS)
 
 
 def render_table(
-    trace: object, fmt: str = "simple", columns: Sequence[str] | None = None, depth: int | None = None
+    trace: TraceData, fmt: str = "simple", columns: Sequence[str] | None = None, depth: int | None = None
 ) -> str:
     """The table text for `trace` in tabulate format `fmt`."""
-    from ..result import Trace
-
-    assert isinstance(trace, Trace)
     cols = _check_columns(columns)
     if fmt not in _tabulate.tabulate_formats:
         raise ValueError(f"unknown table format {fmt!r}; tabulate knows {', '.join(_tabulate.tabulate_formats)}")
@@ -102,10 +100,7 @@ def _check_columns(columns: Sequence[str] | None) -> list[str]:
     return cols
 
 
-def _totals(trace: object, cols: list[str]) -> list[str]:
-    from ..result import Trace
-
-    assert isinstance(trace, Trace)
+def _totals(trace: TraceData, cols: list[str]) -> list[str]:
     s = trace.summary()
     cells = {
         "layer": "Total",
@@ -162,11 +157,8 @@ def _tabulate_text(rows: list[list[str]], headers: list[str], fmt: str) -> str:
         _tabulate.PRESERVE_WHITESPACE = old
 
 
-def render_checks(trace: object, failed_only: bool = False) -> str:
+def render_checks(trace: TraceData, failed_only: bool = False) -> str:
     """One line per check: mark, layer, check name and its message."""
-    from ..result import Trace
-
-    assert isinstance(trace, Trace)
     lines = []
     for r in trace.records:
         for c in r.checks:

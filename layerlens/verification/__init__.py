@@ -1,16 +1,14 @@
 """Verification against independent numpy references: `verify` for every layer
 of a forward pass, `verify_optimizer` for optimizer steps."""
 
-from .adapters import UnverifiableError
-from .optimizer import OptimizerReport, StepResult, verify_optimizer
 from .report import Verdict, VerifyReport
-from .run import TOLERANCES, verify
+from .verify_layers import TOLERANCES, verify
+from .verify_optimizer import OptimizerReport, StepResult, verify_optimizer
 
 __all__ = [
     "TOLERANCES",
     "OptimizerReport",
     "StepResult",
-    "UnverifiableError",
     "Verdict",
     "VerifyReport",
     "verify",

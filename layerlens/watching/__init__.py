@@ -1,7 +1,7 @@
 """`layerlens.watch`: a debugging aid that stays attached while a model trains."""
 
 from .alerts import KINDS, Thresholds
-from .records import Alert, LayerHealth, ParamHealth, StepRecord
+from .health import Alert, LayerHealth, ParamHealth, StepRecord
 from .watcher import Watch, WatchAlert, watch
 
 __all__ = [

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .records import Alert, StepRecord
+from .health import Alert, StepRecord
 
 KINDS = ("nan", "nan_grad", "exploding_grad", "vanishing_grad", "dead_relu", "saturated",
          "dropout_in_eval", "batchnorm_eval_in_training")  # fmt: skip

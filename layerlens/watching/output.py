@@ -10,7 +10,7 @@ from pathlib import Path
 import tabulate as _tabulate
 
 from ..render.figure import new_figure
-from .records import StepRecord
+from .health import StepRecord
 
 
 def render_table(record: StepRecord, fmt: str = "simple") -> str:

@@ -21,10 +21,11 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from ..layers.registry import REGISTRY
 from .alerts import KINDS, Thresholds, step_alerts
 from .output import JsonlWriter, render_table
-from .records import Alert, StepRecord
-from .sampler import StepSampler
+from .health import Alert, StepRecord
+from .step_sampler import StepSampler
 
 
 class WatchAlert(RuntimeError):
@@ -83,8 +84,8 @@ class Watch:
         model = self._require_model()
         self._names = {id(m): name for name, m in model.named_modules()}
         self._params = [(n, n.rpartition(".")[0], p) for n, p in model.named_parameters()]
-        self._dropouts = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
-        self._norms = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._mode_rules = [(n, m, rule) for n, m in model.named_modules()
+                            if (rule := REGISTRY.coverage(type(m)).hook("mode_alert")) is not None]  # fmt: skip
         self._handles = [
             model.register_forward_pre_hook(self._on_forward_start),
             model.register_forward_hook(self._on_forward_end, always_call=True),
@@ -108,7 +109,7 @@ class Watch:
             if self._sampler is not None:
                 self._sampler.resolve()
                 self._sampler = None
-            self._dropouts, self._norms, self._params, self._names = [], [], [], {}
+            self._mode_rules, self._params, self._names = [], [], {}
 
     def __enter__(self) -> Watch:
         return self.attach()
@@ -195,11 +196,11 @@ class Watch:
 
     def _on_forward_start(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         if not module.training:
-            self._check_eval_flags()
+            self._check_modes(False)
             return None
         if not self._manual:
             self._begin_step()
-        self._check_training_flags()
+        self._check_modes(True)
         if self._sampler is not None:
             self._sampler.start_forward()
         return None
@@ -264,21 +265,15 @@ class Watch:
         if alert.kind in self.raise_on:
             raise WatchAlert(alert)
 
-    def _check_eval_flags(self) -> None:
-        """Evaluating (root in eval mode) with a Dropout still in training mode."""
-        for name, m in self._dropouts:
-            if m.training and m.p > 0:
-                self._raise_or_keep(Alert("dropout_in_eval", self.step_count, name, type(m).__name__,
-                                          f"{name} ({type(m).__name__}) is in training mode while the model is "
-                                          "evaluated: it drops activations", self._rank))  # fmt: skip
-
-    def _check_training_flags(self) -> None:
-        """Training with a BatchNorm in eval mode (frozen statistics, maybe by mistake)."""
-        for name, m in self._norms:
-            if not m.training:
-                self._raise_or_keep(Alert("batchnorm_eval_in_training", self.step_count, name, type(m).__name__,
-                                          f"{name} ({type(m).__name__}) is in eval mode while the model trains: "
-                                          "its running statistics are frozen", self._rank))  # fmt: skip
+    def _check_modes(self, model_training: bool) -> None:
+        """Mode mistakes the layers' families know: a Dropout still training while
+        the model is evaluated, a BatchNorm frozen while it trains, ..."""
+        for name, m, rule in self._mode_rules:
+            found = rule(m, model_training)
+            if found is not None:
+                kind, message = found
+                self._raise_or_keep(Alert(kind, self.step_count, name, type(m).__name__,
+                                          f"{name} ({type(m).__name__}) {message}", self._rank))  # fmt: skip
 
     def _require_model(self) -> nn.Module:
         model = self._model()

@@ -1,0 +1,146 @@
+"""Data flow: which node produced each tensor and which nodes used it.
+
+Producers and consumers are the model's inputs and outputs, module calls, and
+functional operations run in the model's own code between modules, which a
+`TorchFunctionMode` catches while the trace runs (and only then: nothing stays
+installed). Operations inside leaf modules (the `F.linear` of an `nn.Linear`)
+are not recorded: the module is the node. Tensors are tracked by identity,
+through weak references, so the trace keeps none alive.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from .tensor_capture import dtype_name
+from .flatten import flatten
+from .records import Edge, NodeRef, OpRecord, TensorInfo
+
+Tensors = list[tuple[str, torch.Tensor]]
+
+_SYMBOLS = {
+    "add": "+", "__add__": "+", "__radd__": "+", "__iadd__": "+=", "add_": "+=",
+    "sub": "-", "__sub__": "-", "__rsub__": "-", "__isub__": "-=", "sub_": "-=",
+    "mul": "×", "__mul__": "×", "__rmul__": "×", "__imul__": "×=", "mul_": "×=",
+    "div": "÷", "__truediv__": "÷", "__rtruediv__": "÷", "__itruediv__": "÷=", "div_": "÷=",
+    "matmul": "@", "__matmul__": "@", "__rmatmul__": "@", "neg": "-x", "__neg__": "-x",
+    "pow": "**", "__pow__": "**", "__rpow__": "**",
+}  # fmt: skip
+
+
+class Flow:
+    """Producer map and edge list for one trace."""
+
+    def __init__(self) -> None:
+        self.ops: list[OpRecord] = []
+        self.edges: list[Edge] = []
+        self._producer: dict[int, tuple[Any, NodeRef]] = {}
+        self._edge_keys: set[tuple[NodeRef, NodeRef, int]] = set()
+
+    def produced(self, tensors: Tensors, node: NodeRef, only_new: bool = False) -> None:
+        """Mark `node` as the producer of these tensors (`only_new`: unless known)."""
+        for _, t in tensors:
+            if only_new and self.source(t) is not None:
+                continue
+            self._producer[id(t)] = (weakref.ref(t), node)
+
+    def source(self, t: torch.Tensor) -> NodeRef | None:
+        """The node that produced `t`, if the trace saw it."""
+        entry = self._producer.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else None
+
+    def consumed(self, tensors: Tensors, node: NodeRef) -> None:
+        """Add an edge from each tensor's producer to `node`."""
+        for _, t in tensors:
+            src = self.source(t)
+            if src is None or src == node:
+                continue
+            key = (src, node, id(t))
+            if key in self._edge_keys:
+                continue
+            self._edge_keys.add(key)
+            self.edges.append(Edge(src, node, tuple(t.shape), dtype_name(t.dtype)))
+
+    def op(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, parent: int
+    ) -> bool:
+        """Record a functional operation; False when it produced no new tensor."""
+        outs: Tensors = []
+        flatten(out, outs, [])
+        if not outs:
+            return False
+        ins: Tensors = []
+        flatten((args, kwargs), ins, [])
+        name = _name(func)
+        if not _mutates(name) and {id(t) for _, t in outs} <= {id(t) for _, t in ins}:
+            return False  # returned an input unchanged (x.contiguous() on a contiguous x, ...)
+        node = NodeRef.op(len(self.ops))
+        self.consumed(ins, node)
+        self.produced(outs, node)
+        self.ops.append(OpRecord(len(self.ops), name, _label(name, args), parent, _infos(ins), _infos(outs)))
+        return True
+
+    def release(self) -> None:
+        """Forget every tensor (the records keep only shapes)."""
+        self._producer.clear()
+        self._edge_keys.clear()
+
+
+class OpCapture(TorchFunctionMode):
+    """Hands every torch function call to `on_op` after running it."""
+
+    def __init__(self, on_op: Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any], None]) -> None:
+        super().__init__()
+        self._on_op = on_op
+
+    def __torch_function__(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self._on_op(func, args, kwargs, out)
+        return out
+
+
+def _name(func: Callable[..., Any]) -> str:
+    name = getattr(func, "__name__", None) or type(func).__name__
+    if name == "__get__":  # a property such as Tensor.T or Tensor.mT
+        owner = getattr(func, "__self__", None)
+        name = getattr(owner, "__name__", name)
+    return str(name)
+
+
+def _mutates(name: str) -> bool:
+    return (name.endswith("_") and not name.endswith("__")) or name.startswith("__i")
+
+
+def _label(name: str, args: tuple[Any, ...]) -> str:
+    if name == "__getitem__" and len(args) > 1:
+        return _index_text(args[1])
+    return _SYMBOLS.get(name, name)
+
+
+def _index_text(index: Any) -> str:
+    parts = index if isinstance(index, tuple) else (index,)
+    return "[" + ", ".join(_index_part(p) for p in parts) + "]"
+
+
+def _index_part(p: Any) -> str:
+    if isinstance(p, slice):
+        start = "" if p.start is None else str(p.start)
+        stop = "" if p.stop is None else str(p.stop)
+        return f"{start}:{stop}" if p.step is None else f"{start}:{stop}:{p.step}"
+    if p is Ellipsis:
+        return "..."
+    if isinstance(p, torch.Tensor):
+        return "mask" if p.dtype == torch.bool else "index"
+    return repr(p)
+
+
+def _infos(tensors: Tensors) -> tuple[TensorInfo, ...]:
+    return tuple(TensorInfo(path, tuple(t.shape), dtype_name(t.dtype), str(t.device)) for path, t in tensors)

@@ -1,0 +1,66 @@
+"""A failed forward explained in the user's terms: the module path and type
+where it failed, its input shapes, what the layer expected (from its family's
+`expect` hook, e.g. `Linear(in_features=120) got last dim 126`), and the last
+layer that did complete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .layers.registry import REGISTRY
+from .records import LayerRecord
+
+
+def expected_by(module: nn.Module, args: tuple[Any, ...]) -> str | None:
+    """What the module expected of `args`, from its family's expectation, or the
+    generic device/dtype one; None when nothing looks wrong or nothing is known."""
+    seen = set()
+    for fn in (REGISTRY.coverage(type(module)).hook("expect"), REGISTRY.coverage(nn.Module).hook("expect")):
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        try:
+            text = fn(module, args)
+        except Exception:  # an expectation must never hide the real error
+            text = None
+        if text:
+            return str(text)
+    return None
+
+
+def failure_message(
+    record: LayerRecord, error: BaseException, expected: str | None, last_done: LayerRecord | None
+) -> str:
+    """The multi-line TraceError message."""
+    where = f"'{record.name}'" if record.name else "the model's own forward"
+    lines = [f"forward failed in {where} ({record.type_name}): {type(error).__name__}: {_safe_repr_line(error)}"]
+    shapes = ", ".join(t.describe() for t in record.inputs) or "no tensors"
+    lines.append(f"  inputs: {shapes}")
+    if expected:
+        lines.append(f"  expected: {expected}")
+    if last_done is not None:
+        outs = ", ".join(t.describe() for t in last_done.outputs) or "no tensors"
+        lines.append(f"  last completed layer: '{last_done.label}' ({last_done.type_name}) -> {outs}")
+    return "\n".join(lines)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message; "" when it has none, or when
+    its own `__str__` raises."""
+    try:
+        text = str(error).strip()
+    except Exception:
+        return ""
+    return text.splitlines()[0] if text else ""
+
+
+def _safe_repr_line(error: BaseException) -> str:
+    text = first_line(error)
+    if text:
+        return text
+    try:
+        return repr(error)
+    except Exception:
+        return type(error).__name__

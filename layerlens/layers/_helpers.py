@@ -1,0 +1,71 @@
+"""Small helpers shared by the layer families (built-in or not)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..records import LayerRecord, Shape
+
+_SPATIAL_NAMES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
+
+
+def copy_attrs(record: LayerRecord, module: nn.Module, *names: str) -> None:
+    """Copy the module attributes `names` that it has into `record.details`."""
+    for name in names:
+        if hasattr(module, name):
+            record.details[name] = getattr(module, name)
+
+
+def spatial_names(n: int) -> tuple[str, ...]:
+    """Names of the last `n` dimensions: `L`; `H, W`; `D, H, W`."""
+    return _SPATIAL_NAMES.get(n, tuple(f"dim{i}" for i in range(n)))
+
+
+def main_shapes(record: LayerRecord) -> tuple[Shape, Shape] | None:
+    """Shapes of the first input and first output, when both were recorded."""
+    if not record.inputs or not record.outputs:
+        return None
+    return record.inputs[0].shape, record.outputs[0].shape
+
+
+def machine_eps(dtype: str) -> float:
+    """Machine epsilon of a recorded dtype name (float32's for non-floats)."""
+    try:
+        return float(torch.finfo(getattr(torch, dtype)).eps)
+    except (AttributeError, TypeError):
+        return float(torch.finfo(torch.float32).eps)
+
+
+def shape_text(shape: Any) -> str:
+    """`(8, 32, 256)` for a tensor shape or a shape tuple."""
+    return "(" + ", ".join(str(int(d)) for d in shape) + ")"
+
+
+def first_tensor(args: tuple[Any, ...]) -> torch.Tensor | None:
+    """The first positional argument, if it is a tensor."""
+    return args[0] if args and isinstance(args[0], torch.Tensor) else None
+
+
+def module_signature(module: nn.Module, *names: str) -> str:
+    """`Conv1d(in_channels=32, kernel_size=(3,))`: the type with the named attributes."""
+    parts = [f"{n}={getattr(module, n)!r}" for n in names if hasattr(module, n)]
+    return f"{type(module).__name__}({', '.join(parts)})"
+
+
+def array(t: Any) -> np.ndarray | None:
+    """A parameter or buffer as float64 numpy, for references (None stays None)."""
+    return None if t is None else t.detach().cpu().double().numpy()
+
+
+def first_input(inputs: tuple[np.ndarray | None, ...], k: int = 0) -> np.ndarray:
+    """A reference's positional input `k`, or `Unverifiable` when it was not recorded."""
+    from .registry import Unverifiable
+
+    value = inputs[k] if len(inputs) > k else None
+    if value is None:
+        raise Unverifiable(f"positional input {k} was not recorded")
+    return value

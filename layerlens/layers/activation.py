@@ -1,0 +1,93 @@
+"""Activation functions: numpy references (ReLU, sigmoid, tanh, softmax) and the
+health measures `watch` keeps: dead ReLU units, saturated sigmoid/tanh outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..records import LayerRecord
+from ..tensor_stats import as_numpy, strided, strided_np
+from ._helpers import first_input
+from .registry import Expected, LayerFamily, Unverifiable
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """sigmoid(x) = 1 / (1 + exp(-x)), computed without overflow for large |x|."""
+    out = np.empty_like(x, dtype=np.result_type(x, np.float64))
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    """tanh(x) = (e^x - e^-x) / (e^x + e^-x)."""
+    return np.tanh(x)
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    """relu(x) = max(x, 0)."""
+    return np.maximum(x, 0)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """softmax(x)_i = exp(x_i - max x) / sum_j exp(x_j - max x) along `axis`
+    (subtracting the max changes nothing but keeps exp from overflowing)."""
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def reference_activation(m: Any, inputs: tuple[np.ndarray | None, ...], r: LayerRecord) -> Expected:
+    """The activation applied to the recorded input."""
+    x = first_input(inputs)
+    if isinstance(m, nn.Softmax):
+        dim = m.dim if m.dim is not None else (0 if x.ndim in (0, 1, 3) else 1)  # PyTorch's legacy choice
+        return Expected(softmax(x, axis=dim), by="softmax")
+    for cls, fn in ((nn.ReLU, relu), (nn.Sigmoid, sigmoid), (nn.Tanh, tanh)):
+        if isinstance(m, cls):
+            return Expected(fn(x), by=fn.__name__)
+    raise Unverifiable(f"no numpy reference for {type(m).__name__}")
+
+
+def relu_health(module: nn.Module, x: torch.Tensor | None, y: torch.Tensor) -> dict[str, Any]:
+    """`dead`: the fraction of units (every position but the batch's) whose output
+    is 0 for every sample in the batch."""
+    if y.dim() < 2:
+        return {}
+    a = as_numpy(y)
+    if a is not None:
+        return {"dead": float((a.max(axis=0) == 0).mean())}
+    return {"dead": (y.amax(dim=0) == 0).to(torch.float32).mean()}
+
+
+def saturation_health(module: nn.Module, x: torch.Tensor | None, y: torch.Tensor) -> dict[str, Any]:
+    """`saturated`: the fraction of outputs within 1% of the function's bounds
+    (on a strided sample of a large output)."""
+    lo, hi = (-0.99, 0.99) if isinstance(module, nn.Tanh) else (0.01, 0.99)
+    a = as_numpy(y)
+    if a is not None:
+        s = strided_np(a)
+        return {"saturated": float(np.count_nonzero((s <= lo) | (s >= hi)) / max(1, s.size))}
+    ys = strided(y)
+    return {"saturated": ((ys <= lo) | (ys >= hi)).to(torch.float32).mean()}
+
+
+_COLOR = "#fdddc0"
+FAMILIES = (
+    LayerFamily("relu", (nn.ReLU,), reference=reference_activation, health=relu_health, color=_COLOR),
+    LayerFamily("relu6", (nn.ReLU6,), health=relu_health, color=_COLOR),
+    LayerFamily("saturating", (nn.Sigmoid, nn.Tanh), reference=reference_activation, health=saturation_health,
+                color=_COLOR),
+    LayerFamily("softmax", (nn.Softmax,), reference=reference_activation, color=_COLOR),
+    LayerFamily("activation", tuple(
+        getattr(nn, n) for n in ("GELU", "SiLU", "Mish", "ELU", "SELU", "CELU", "LeakyReLU", "PReLU", "Softplus",
+                                 "Softsign", "Hardtanh", "Hardswish", "Hardsigmoid", "LogSigmoid", "LogSoftmax",
+                                 "Softmin", "Tanhshrink", "Threshold", "GLU", "RReLU") if hasattr(nn, n)
+    ), color=_COLOR),
+)  # fmt: skip

@@ -1,0 +1,394 @@
+"""Normalisation layers (BatchNorm, InstanceNorm, LayerNorm, GroupNorm, RMSNorm):
+configuration; `norm_statistics`, the output recomputed from the input with the
+statistics the layer should use, over the axes it should use them; what a
+failing call expected; numpy references (BatchNorm's running-statistics update
+included); and watch's alert for a BatchNorm left in eval mode while training."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..records import Check, LayerRecord
+from ._helpers import array, copy_attrs, first_input, first_tensor, machine_eps, shape_text
+from .registry import Expected, LayerFamily, Probe, Unverifiable
+
+_BN = nn.modules.batchnorm._BatchNorm
+_IN = nn.modules.instancenorm._InstanceNorm
+_RMS_NORM: Any = getattr(nn, "RMSNorm", None)  # PyTorch >= 2.4
+_RMS: tuple[type, ...] = (_RMS_NORM,) if _RMS_NORM is not None else ()
+
+
+def inspect_norm(module: nn.Module, record: LayerRecord) -> Iterator[Check]:
+    """Sizes, eps, momentum, affine and running-stat flags, the mode of the call;
+    `norm_statistics` when values were captured."""
+    copy_attrs(record, module, "num_features", "normalized_shape", "num_groups", "num_channels",
+               "eps", "momentum", "affine", "elementwise_affine", "track_running_stats")  # fmt: skip
+    record.details["training"] = record.training
+    m = record.measures
+    if "norm_diff" not in m:
+        return
+    diff, scale, n = float(m["norm_diff"]), float(m["norm_scale"]), int(m["norm_n"])
+    tol = machine_eps(record.outputs[0].dtype) * (64 + 4 * math.sqrt(n)) * (1 + scale)
+    mode = "training" if record.training else "eval"
+    message = (
+        f"{record.type_name} ({mode}): y = {m['norm_formula']}, {m['norm_stats']}: "
+        f"max |y - reference| = {diff:.3g} (tolerance {tol:.2g})"
+    )
+    yield Check("norm_statistics", diff <= tol, 0.0, diff, message)
+
+
+# The reference is compared on the first rows of the batch only, up to this many
+# elements (at least one row): an exact check of those rows, at a bounded cost.
+_SAMPLE = 8192
+
+
+def _norm_reference(module: nn.Module, args: tuple[Any, ...], output: Any, state: Any) -> dict[str, Any]:
+    """Recompute the output on device in (at least) float32 and measure the gap."""
+    x = first_tensor(args)
+    if x is None or not isinstance(output, torch.Tensor) or x.numel() == 0 or output.shape != x.shape:
+        return {}
+    dt = torch.promote_types(x.dtype, torch.float32)
+    xf = x.detach().to(dt)
+    rows = _rows(module, x)
+    ref, n, stats, formula = _normalise(module, xf, rows)
+    y = output.detach()[:rows].to(dt) if rows is not None else output.detach().to(dt)
+    diff = (y - ref).abs().amax()
+    if rows is not None and rows < x.shape[0]:
+        stats += f", checked on the first {rows} of {x.shape[0]} samples"
+    return {
+        "norm_diff": diff,
+        "norm_scale": ref.abs().amax(),
+        "norm_n": n,
+        "norm_stats": stats,
+        "norm_formula": formula,
+    }
+
+
+
+_STANDARD = "(x - mean)/sqrt(var + eps)*weight + bias"
+
+
+def _rows(module: Any, x: torch.Tensor) -> int | None:
+    """How many leading samples to check, or None when the input has no batch dim."""
+    if isinstance(module, _IN) and x.dim() == _unbatched_dims(module):
+        return None
+    if _layer_norm_like(module) and x.dim() <= len(module.normalized_shape):
+        return None
+    per_row = max(1, x.numel() // max(1, x.shape[0]))
+    return max(1, _SAMPLE // per_row)
+
+
+def _layer_norm_like(module: Any) -> bool:
+    """LayerNorm or RMSNorm: normalised over the trailing `normalized_shape` dims."""
+    return isinstance(module, nn.LayerNorm) or (_RMS_NORM is not None and isinstance(module, _RMS_NORM))
+
+
+def _normalise(module: Any, x: torch.Tensor, rows: int | None) -> tuple[torch.Tensor, int, str, str]:
+    """Reference output for the first `rows` samples, group size, and the statistics used."""
+    if isinstance(module, (_BN, _IN)):
+        return _channelwise(module, x, rows)
+    x = x[:rows] if rows is not None else x  # per-sample statistics: the rows alone suffice
+    if isinstance(module, nn.LayerNorm):
+        axes = tuple(range(x.dim() - len(module.normalized_shape), x.dim()))
+        y = _standardise(x, axes, module.eps)
+        return _affine(y, module.weight, module.bias, None), _count(x, axes), f"per sample over axes {axes}", _STANDARD
+    if _RMS_NORM is not None and isinstance(module, _RMS_NORM):
+        axes = tuple(range(x.dim() - len(module.normalized_shape), x.dim()))
+        eps = module.eps if module.eps is not None else torch.finfo(x.dtype).eps
+        y = x * torch.rsqrt(x.pow(2).mean(dim=axes, keepdim=True) + eps)
+        text = "x/sqrt(mean(x^2) + eps)*weight"
+        return _affine(y, module.weight, None, None), _count(x, axes), f"per sample over axes {axes}", text
+    groups = x.reshape(x.shape[0], module.num_groups, -1)  # GroupNorm
+    y = _standardise(groups, (2,), module.eps).reshape(x.shape)
+    stats = f"per sample and group of {module.num_channels // module.num_groups} channels"
+    return _affine(y, module.weight, module.bias, 1), groups.shape[2], stats, _STANDARD
+
+
+def _channelwise(module: Any, x: torch.Tensor, rows: int | None) -> tuple[torch.Tensor, int, str, str]:
+    """BatchNorm and InstanceNorm: batch, instance or running statistics per channel,
+    folded with the affine parameters into one scale and shift per channel."""
+    instance = isinstance(module, _IN)
+    channel = 0 if rows is None else 1
+    if instance and rows is not None:
+        x = x[:rows]  # per-sample statistics: the rows alone suffice
+    shape = [1] * x.dim()
+    shape[channel] = -1
+    if module.running_mean is not None and not module.training:
+        mean = module.running_mean.to(x.dtype).view(shape)
+        var = module.running_var.to(x.dtype).view(shape)
+        n, stats = 1, "with the running mean/var per channel"
+    else:
+        skip = {channel} | ({0} if instance and channel == 1 else set())
+        axes = tuple(a for a in range(x.dim()) if a not in skip)
+        mean, var = _moments(x, axes)  # BatchNorm: over the whole batch, before slicing
+        n = _count(x, axes)
+        who = "per sample and channel" if instance else "per channel, over the batch,"
+        stats = f"mean/var {who} over axes {axes}"
+    scale = torch.rsqrt(var + module.eps)
+    if module.weight is not None:
+        scale = scale * module.weight.detach().to(x.dtype).view(shape)
+    shift = -mean * scale
+    if module.bias is not None:
+        shift = shift + module.bias.detach().to(x.dtype).view(shape)
+    xs = x[:rows] if rows is not None else x
+    return torch.addcmul(shift, xs, scale), n, stats, _STANDARD
+
+
+def _moments(x: torch.Tensor, axes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased variance over `axes` (two passes: exact, and much faster on
+    the CPU than `torch.var_mean`'s single-pass kernel)."""
+    mean = x.mean(dim=axes, keepdim=True)
+    d = x - mean
+    return mean, (d * d).mean(dim=axes, keepdim=True)
+
+
+def _unbatched_dims(module: Any) -> int:
+    """An InstanceNorm's input rank without a batch dim (2 for InstanceNorm1d)."""
+    return int(module._get_no_batch_dim())
+
+
+def _standardise(x: torch.Tensor, axes: tuple[int, ...], eps: float) -> torch.Tensor:
+    mean, var = _moments(x, axes)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+def _affine(y: torch.Tensor, weight: Any, bias: Any, channel: int | None) -> torch.Tensor:
+    """Apply per-channel (`channel` given) or elementwise weight and bias."""
+
+    def fit(p: torch.Tensor) -> torch.Tensor:
+        p = p.detach().to(y.dtype)
+        if channel is None:
+            return p
+        shape = [1] * y.dim()
+        shape[channel] = -1
+        return p.view(shape)
+
+    if weight is not None:
+        y = y * fit(weight)
+    if bias is not None:
+        y = y + fit(bias)
+    return y
+
+
+def _count(x: torch.Tensor, axes: tuple[int, ...]) -> int:
+    return math.prod(x.shape[a] for a in axes)
+
+
+def expect_norm(module: Any, args: tuple[Any, ...]) -> str | None:
+    """Channel count, normalized_shape, group divisibility, batch size in training."""
+    x = first_tensor(args)
+    if x is None:
+        return None
+    name = type(module).__name__
+    if _layer_norm_like(module):
+        want = tuple(module.normalized_shape)
+        if tuple(x.shape[-len(want) :]) != want:
+            return f"{name}(normalized_shape={want}) expects input ending in {want}; got {shape_text(x.shape)}"
+        return None
+    if isinstance(module, nn.GroupNorm):
+        if x.dim() < 2 or x.shape[1] != module.num_channels:
+            c = module.num_channels
+            got = shape_text(x.shape)
+            return f"{name}(num_groups={module.num_groups}, num_channels={c}) expects (N, {c}, *); got {got}"
+        return None
+    return _expect_channels(module, x, name)
+
+
+def _expect_channels(module: nn.Module, x: torch.Tensor, name: str) -> str | None:
+    assert isinstance(module, (_BN, _IN))
+    c = module.num_features
+    unbatched = isinstance(module, _IN) and x.dim() == _unbatched_dims(module)
+    channel = 0 if unbatched else 1
+    if x.dim() < 2 or x.shape[channel] != c:
+        return f"{name}(num_features={c}) expects {c} channels at dim {channel}; got {shape_text(x.shape)}"
+    if isinstance(module, _BN) and module.training and x.numel() // c <= 1:
+        return (
+            f"{name} in training mode needs more than 1 value per channel (batch statistics); got {shape_text(x.shape)}"
+        )
+    return None
+
+
+# -- the numpy reference ------------------------------------------------------------
+
+
+def _np_standardise(x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
+    mean = x.mean(axis=axes, keepdims=True)
+    var = x.var(axis=axes, keepdims=True)  # biased: divides by the count
+    return (x - mean) / np.sqrt(var + eps)
+
+
+def _channel_shape(x: np.ndarray, channel_axis: int) -> list[int]:
+    shape = [1] * x.ndim
+    shape[channel_axis] = -1
+    return shape
+
+
+def batch_norm(
+    x: np.ndarray,
+    weight: np.ndarray | None,
+    bias: np.ndarray | None,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    training: bool,
+    momentum: float | None = 0.1,
+    eps: float = 1e-5,
+    num_batches_tracked: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """y = (x - mean_c) / sqrt(var_c + eps) * w_c + b_c per channel c (axis 1).
+
+    Training (or no running statistics): mean_c and the biased var_c over
+    (N, *spatial) of this batch; the running statistics move towards them,
+    running = (1 - momentum) * running + momentum * batch, using the *unbiased*
+    batch variance (n / (n - 1) times the biased one); momentum None means a
+    cumulative average, 1 / (num_batches_tracked + 1). Eval: the running
+    statistics. Returns (y, new running_mean, new running_var).
+    """
+    axes = tuple(a for a in range(x.ndim) if a != 1)
+    shape = _channel_shape(x, 1)
+    use_batch = training or running_mean is None
+    if use_batch:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+    else:
+        assert running_mean is not None and running_var is not None
+        mean, var = running_mean, running_var
+    y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+    y = _np_affine(y, weight, bias, shape)
+    new_mean, new_var = running_mean, running_var
+    if training and running_mean is not None and running_var is not None:
+        n = x.size // x.shape[1]
+        factor = momentum if momentum is not None else 1.0 / (num_batches_tracked + 1)
+        new_mean = (1 - factor) * running_mean + factor * mean
+        new_var = (1 - factor) * running_var + factor * var * n / (n - 1)
+    return y, new_mean, new_var
+
+
+def instance_norm(
+    x: np.ndarray,
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    eps: float = 1e-5,
+    running_mean: np.ndarray | None = None,
+    running_var: np.ndarray | None = None,
+) -> np.ndarray:
+    """y = (x - mean_{n,c}) / sqrt(var_{n,c} + eps) * w_c + b_c: statistics per
+    sample and channel, over the spatial axes of x (N, C, *spatial). Given
+    running statistics (eval mode with `track_running_stats`), those are used
+    per channel instead."""
+    shape = _channel_shape(x, 1)
+    if running_mean is not None and running_var is not None:
+        y = (x - running_mean.reshape(shape)) / np.sqrt(running_var.reshape(shape) + eps)
+    else:
+        y = _np_standardise(x, tuple(range(2, x.ndim)), eps)
+    return _np_affine(y, weight, bias, shape)
+
+
+def layer_norm(
+    x: np.ndarray,
+    normalized_shape: tuple[int, ...],
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    eps: float = 1e-5,
+) -> np.ndarray:
+    """y = (x - mean) / sqrt(var + eps) * w + b, statistics per sample over the
+    trailing `normalized_shape` axes; w and b elementwise, of that shape."""
+    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    y = _np_standardise(x, axes, eps)
+    if weight is not None:
+        y = y * weight
+    return y + bias if bias is not None else y
+
+
+def group_norm(
+    x: np.ndarray,
+    num_groups: int,
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    eps: float = 1e-5,
+) -> np.ndarray:
+    """y = (x - mean_{n,g}) / sqrt(var_{n,g} + eps) * w_c + b_c: channels split into
+    `num_groups` groups; statistics per sample and group, over the group's
+    channels and all spatial positions; the affine is per channel."""
+    n = x.shape[0]
+    grouped = x.reshape(n, num_groups, -1)
+    y = _np_standardise(grouped, (2,), eps).reshape(x.shape)
+    return _np_affine(y, weight, bias, _channel_shape(x, 1))
+
+
+def _np_affine(y: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, shape: list[int]) -> np.ndarray:
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y
+
+
+def reference_norm(m: Any, inputs: tuple[np.ndarray | None, ...], r: LayerRecord) -> Expected:
+    """Each norm through its numpy reference; a BatchNorm in training also has its
+    running-statistics update compared (the call run again on a copy of the layer)."""
+    x = first_input(inputs)
+    if isinstance(m, _BN):
+        return _reference_batch_norm(m, x, r)
+    if isinstance(m, nn.LayerNorm):
+        return Expected(layer_norm(x, tuple(m.normalized_shape), array(m.weight), array(m.bias), m.eps), by="layer_norm")
+    if isinstance(m, nn.GroupNorm):
+        return Expected(group_norm(x, m.num_groups, array(m.weight), array(m.bias), m.eps), by="group_norm")
+    if isinstance(m, _IN):
+        unbatched = x.ndim == m._get_no_batch_dim()
+        running = m.track_running_stats and not r.training
+        y = instance_norm(
+            x[None] if unbatched else x, array(m.weight), array(m.bias), m.eps,
+            array(m.running_mean) if running else None, array(m.running_var) if running else None,
+        )  # fmt: skip
+        return Expected(y[0] if unbatched else y, by="instance_norm")
+    raise Unverifiable(f"no numpy reference for {type(m).__name__}")
+
+
+def _reference_batch_norm(m: Any, x: np.ndarray, r: LayerRecord) -> Expected:
+    tracked = int(m.num_batches_tracked) if m.num_batches_tracked is not None else 0
+    y, mean, var = batch_norm(x, array(m.weight), array(m.bias), array(m.running_mean), array(m.running_var),
+                              r.training, m.momentum, m.eps, tracked)  # fmt: skip
+    also: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+    if r.training and m.running_mean is not None and mean is not None and var is not None:
+        sandbox = copy.deepcopy(m).train()
+        with torch.no_grad():
+            sandbox(torch.from_numpy(x).to(m.running_mean.dtype))
+        got_mean, got_var = array(sandbox.running_mean), array(sandbox.running_var)
+        assert got_mean is not None and got_var is not None
+        also = ((got_mean, mean), (got_var, var))
+    return Expected(y, by="batch_norm", also=also)
+
+
+def batchnorm_mode_alert(module: nn.Module, model_training: bool) -> tuple[str, str] | None:
+    """A BatchNorm in eval mode while the model trains: its statistics are frozen."""
+    if model_training and not module.training:
+        return "batchnorm_eval_in_training", "is in eval mode while the model trains: its running statistics are frozen"
+    return None
+
+
+def reads_running_stats_in_eval(module: Any, training: bool) -> bool:
+    """In eval mode BatchNorm and InstanceNorm only read their running statistics."""
+    return not training
+
+
+_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+             nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)  # fmt: skip
+_IN_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+             nn.LazyInstanceNorm1d, nn.LazyInstanceNorm2d, nn.LazyInstanceNorm3d)  # fmt: skip
+_PROBE = Probe(_norm_reference)
+_COLOR = "#fbeaa5"
+FAMILIES = (
+    LayerFamily("batch_norm", _BN_TYPES, inspect=inspect_norm, probe=_PROBE, expect=expect_norm,
+                reference=reference_norm, mode_alert=batchnorm_mode_alert,
+                keeps_buffers=reads_running_stats_in_eval, color=_COLOR),
+    LayerFamily("instance_norm", _IN_TYPES, inspect=inspect_norm, probe=_PROBE, expect=expect_norm,
+                reference=reference_norm, keeps_buffers=reads_running_stats_in_eval, color=_COLOR),
+    LayerFamily("norm", (nn.LayerNorm, nn.GroupNorm, *_RMS), inspect=inspect_norm, probe=_PROBE,
+                expect=expect_norm, reference=reference_norm, color=_COLOR),
+)  # fmt: skip

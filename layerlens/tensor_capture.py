@@ -1,0 +1,233 @@
+"""Turn live tensors into `TensorInfo`: shapes always, statistics and copies on request.
+
+Statistics (see `stats`) are computed on the tensor's own device when the
+tensor is seen; off the CPU they stay there and `finalize` moves everything to
+the host in one transfer per device, so a trace on a GPU does not synchronise
+once per layer. Each distinct tensor (same object, same version counter) is
+summarised once, however many layers it passes through.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .records import TensorInfo, TensorStats
+from .tensor_stats import cpu_stats, device_reductions, host_stats, summarisable
+
+ValuesMode = Literal["stats", "full"] | None
+DEFAULT_MAX_BYTES = 256 * 2**20  # the default of TraceOptions.max_bytes
+
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`torch.float32` -> `"float32"`."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
+
+
+class Deferred:
+    """Handle of a device tensor waiting for the single host transfer."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+class _Seen:
+    """What was already captured for one tensor, to reuse while it is unchanged."""
+
+    __slots__ = ("ref", "stats", "value", "version")
+
+    def __init__(self, ref: Any, version: int, stats: Stats, value: np.ndarray | None) -> None:
+        self.ref = ref
+        self.version = version
+        self.stats = stats
+        self.value = value
+
+
+class _Pending:
+    """Handles of one tensor's on-device reductions, resolved by `finalize`."""
+
+    __slots__ = ("counts", "numel", "vec")
+
+    def __init__(self, vec: Deferred, counts: Deferred, numel: int) -> None:
+        self.vec = vec
+        self.counts = counts
+        self.numel = numel
+
+
+Stats = TensorStats | _Pending | None
+
+
+class Capture:
+    """Captures tensors for one trace; call `finalize` once the forward is over."""
+
+    def __init__(self, values: ValuesMode, max_bytes: int = DEFAULT_MAX_BYTES, sample: int | None = None) -> None:
+        self.values = values
+        self.sample = sample  # see stats.cpu_stats: sampled mean/std/zeros for large tensors
+        self.max_bytes = max_bytes
+        self.bytes_kept = 0
+        self.warnings: list[str] = []
+        self._deferred: list[torch.Tensor] = []
+        self._resolved: list[np.ndarray] = []
+        self._pending: list[tuple[TensorInfo, _Pending]] = []
+        self._seen: dict[int, _Seen] = {}
+
+    # -- hot path -------------------------------------------------------------
+
+    def tensor(self, path: str, t: torch.Tensor, where: str) -> TensorInfo:
+        """Record one tensor seen at `where` (a layer name, for warnings)."""
+        info = TensorInfo(path, _shape(t), dtype_name(t.dtype), _device_name(t.device), t.requires_grad)
+        if self.values is None:
+            return info
+        seen = self._lookup(t)
+        if seen is None:
+            value = self._copy(t, where) if self.values == "full" else None
+            seen = self._remember(t, self._launch_stats(t), value)
+        if isinstance(seen.stats, _Pending):
+            self._pending.append((info, seen.stats))
+        else:
+            info.stats = seen.stats
+        info.value = seen.value
+        return info
+
+    def defer(self, t: torch.Tensor) -> Deferred | float | list[float] | None:
+        """A small tensor's host value: at once for a CPU tensor (reading it costs
+        no sync); otherwise a handle, resolved by `finalize` in a single transfer."""
+        if t.is_meta:
+            return None
+        if self._reads_are_free(t.device):
+            values = t.detach().reshape(-1).tolist()
+            return float(values[0]) if len(values) == 1 else [float(v) for v in values]
+        return self._enqueue(t)
+
+    @staticmethod
+    def _reads_are_free(device: torch.device) -> bool:
+        """Whether reading a value on `device` costs no synchronisation (the CPU)."""
+        return device.type == "cpu"
+
+    def _enqueue(self, t: torch.Tensor) -> Deferred:
+        self._deferred.append(t.detach())
+        return Deferred(len(self._deferred) - 1)
+
+    # -- after the forward ----------------------------------------------------
+
+    def finalize(self) -> None:
+        """Move every deferred result to the host at once and fill in the stats."""
+        by_device: dict[torch.device, list[int]] = {}
+        for i, t in enumerate(self._deferred):
+            by_device.setdefault(t.device, []).append(i)
+        resolved: list[np.ndarray] = [np.empty(0)] * len(self._deferred)
+        for indices in by_device.values():
+            parts = [self._deferred[i].reshape(-1).to(torch.float64) for i in indices]
+            host = torch.cat(parts).cpu().numpy()
+            offset = 0
+            for i, part in zip(indices, parts, strict=True):
+                resolved[i] = host[offset : offset + part.numel()]
+                offset += part.numel()
+        self._resolved = resolved
+        for info, p in self._pending:
+            vec, counts = self._resolved[p.vec.index].tolist(), self._resolved[p.counts.index].tolist()
+            info.stats = host_stats(vec, counts, p.numel)
+        self._deferred.clear()
+        self._pending.clear()
+        self._seen.clear()
+
+    def resolve(self, value: Any) -> Any:
+        """The host value of a `Deferred` (a float, or a list for vectors);
+        anything else is returned as it is."""
+        if not isinstance(value, Deferred):
+            return value
+        arr = self._resolved[value.index]
+        return float(arr[0]) if arr.size == 1 else [float(v) for v in arr]
+
+    # -- internals ------------------------------------------------------------
+
+    def _lookup(self, t: torch.Tensor) -> _Seen | None:
+        seen = self._seen.get(id(t))
+        if seen is None or seen.ref() is not t or seen.version != _version(t):
+            return None
+        return seen
+
+    def _remember(self, t: torch.Tensor, stats: Stats, value: np.ndarray | None) -> _Seen:
+        seen = _Seen(weakref.ref(t), _version(t), stats, value)
+        if seen.version >= 0:
+            self._seen[id(t)] = seen
+        return seen
+
+    def _launch_stats(self, t: torch.Tensor) -> Stats:
+        """Stats of `t`: computed now on the CPU, launched on other devices."""
+        x = summarisable(t)
+        if x is None:
+            return None
+        if self._reads_are_free(x.device):
+            return cpu_stats(x, self.sample)
+        vec, counts = device_reductions(x)
+        return _Pending(self._enqueue(vec), self._enqueue(counts), x.numel())
+
+    def _copy(self, t: torch.Tensor, where: str) -> np.ndarray | None:
+        """A CPU numpy copy of `t`, unless that would pass the `max_bytes` budget."""
+        if not _has_values(t):
+            return None
+        wide = t.dtype in (torch.bfloat16,) or not _numpy_dtype_ok(t.dtype)
+        nbytes = t.numel() * (4 if wide else t.element_size())
+        if self.bytes_kept + nbytes > self.max_bytes:
+            if not any(w.startswith("values='full'") for w in self.warnings):
+                self.warnings.append(
+                    f"values='full': keeping a copy of a {nbytes}-byte tensor at '{where}' would pass "
+                    f"max_bytes={self.max_bytes}; values from there on were dropped (stats kept)"
+                )
+            return None
+        x = t.detach().resolve_conj().resolve_neg()
+        if wide:
+            x = x.to(torch.float32)
+        x = x.to("cpu") if x.device.type != "cpu" else x.clone()
+        self.bytes_kept += nbytes
+        return x.numpy()
+
+
+_DEVICE_NAMES: dict[torch.device, str] = {}
+
+
+def _device_name(device: torch.device) -> str:
+    name = _DEVICE_NAMES.get(device)
+    if name is None:
+        name = _DEVICE_NAMES[device] = str(device)
+    return name
+
+
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    try:
+        return tuple(t.shape)
+    except RuntimeError:  # nested tensors with ragged dimensions
+        return ()
+
+
+def _has_values(t: torch.Tensor) -> bool:
+    """Whether the tensor has ordinary dense values that can be read."""
+    return not (t.layout != torch.strided or t.is_meta or t.is_quantized or t.is_nested)
+
+
+def _numpy_dtype_ok(dtype: torch.dtype) -> bool:
+    return dtype in _NUMPY_DTYPES
+
+
+_NUMPY_DTYPES = {
+    torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128,
+    torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool,
+}  # fmt: skip
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return int(t._version)
+    except RuntimeError:  # inference tensors have no version counter
+        return -1

@@ -1,0 +1,89 @@
+"""`Trace`: a trace's data with its output methods (tables, diagrams, JSON,
+notebook display), and `load_trace` to read a saved one back.
+
+This is the top of the output side: records -> `TraceData` -> renderers ->
+`Trace`. Renderers read `TraceData` only, so nothing below depends on this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import graphviz
+
+from .render import json_doc, notebook
+from .render.dot import dot_source, to_digraph
+from .render.graphviz_run import FORMATS, find_renderer, render_svg, run
+from .render.table import render_table
+from .trace_data import Summary, TraceData, TraceMeta
+
+__all__ = ["Summary", "Trace", "TraceMeta", "load_trace"]
+
+
+class Trace(TraceData):
+    """A sequence of `LayerRecord`, one per module call, in call-start order,
+    with its table, diagram and JSON."""
+
+    def table(self, fmt: str = "simple", columns: Sequence[str] | None = None, depth: int | None = None) -> str:
+        """The records as a table (any `tabulate` format) with a totals row."""
+        return render_table(self, fmt=fmt, columns=columns, depth=depth)
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """The trace as JSON (schema `layerlens.trace/1`), without full values."""
+        return json_doc.dumps(self, indent=indent)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the JSON to `path`; full values, if any, to an `.npz` beside it."""
+        return json_doc.save(self, Path(path))
+
+    def to_dot(self, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> str:
+        """The data-flow diagram as Graphviz DOT text (no Graphviz needed).
+
+        `depth` collapses everything below that depth into one node per module;
+        `rankdir` is "TB" (top to bottom) or "LR"; `roll` draws each reused
+        module once, with its call count.
+        """
+        return dot_source(self, depth=depth, rankdir=rankdir, roll=roll)
+
+    def graph(self, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> graphviz.Digraph:
+        """The data-flow diagram as a `graphviz.Digraph`."""
+        return to_digraph(self, depth=depth, rankdir=rankdir, roll=roll)
+
+    def render(self, path: str | Path, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> Path:
+        """Write the diagram to `path`: `.svg`, `.png`, `.pdf`, or `.dot`/`.gv` (DOT text).
+
+        Uses Graphviz's `dot`, or `graphviz-pure` when `dot` is missing; raises
+        `RenderError` saying how to get one (before doing any work) when neither is there.
+        """
+        target = Path(path)
+        suffix = target.suffix.lower()
+        if suffix not in (*FORMATS, ".dot", ".gv"):
+            raise ValueError(
+                f"render() writes .svg, .png, .pdf, .dot or .gv, not {suffix or 'a path without suffix'!r}"
+            )
+        command = find_renderer(FORMATS[suffix]) if suffix in FORMATS else None
+        source = self.to_dot(depth=depth, rankdir=rankdir, roll=roll)
+        if command is None:
+            target.write_text(source, encoding="utf-8")
+        else:
+            target.write_bytes(run(source, FORMATS[suffix], command))
+        return target
+
+    def svg(self, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> str:
+        """The diagram as SVG text, sized to fit its container (width at most 100%)."""
+        return render_svg(self.to_dot(depth=depth, rankdir=rankdir, roll=roll))
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def _repr_html_(self) -> str:
+        return notebook.trace_html(self)
+
+    def _repr_svg_(self) -> str | None:
+        return notebook.trace_svg(self)
+
+
+def load_trace(source: str | Path) -> Trace:
+    """A Trace from JSON text or from the path of a saved trace (with its `.npz`)."""
+    return json_doc.load(source, Trace)

@@ -1,0 +1,169 @@
+"""The data of one trace: its records, ops, edges and facts about the model,
+with the queries users make of them. No rendering here: renderers (table,
+DOT, JSON, HTML) read this data, and `layerlens.trace.Trace` adds the output
+methods on top.
+
+Nothing here refers to the model or to live tensors: a trace can be kept,
+compared, saved to JSON and loaded back without the model.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
+
+import torch
+
+from .records import Check, Edge, LayerRecord, OpRecord
+
+
+@dataclass(frozen=True)
+class TraceMeta:
+    """Facts about the traced model and how it was traced."""
+
+    model_type: str
+    total_params: int
+    trainable_params: int
+    param_bytes: int
+    buffer_bytes: int
+    values: str | None
+    mode: str | None
+    grad: bool
+    torch_version: str
+    layerlens_version: str
+    input_names: tuple[str, ...] = ()  # forward's positional parameter names, for labels
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The totals of a trace, as numbers (`Trace.summary()`)."""
+
+    total_params: int
+    trainable_params: int
+    non_trainable_params: int
+    param_bytes: int
+    buffer_bytes: int
+    output_bytes: int
+    layer_calls: int
+    modules_called: int
+    checks: int
+    failures: int
+
+
+class TraceData:
+    """A sequence of `LayerRecord`, one per module call, in call-start order."""
+
+    def __init__(
+        self,
+        records: Sequence[LayerRecord],
+        meta: TraceMeta,
+        warnings: Sequence[str] = (),
+        error: str | None = None,
+        ops: Sequence[OpRecord] = (),
+        edges: Sequence[Edge] = (),
+    ) -> None:
+        self.records: list[LayerRecord] = list(records)
+        self.meta = meta
+        self.warnings: list[str] = list(warnings)
+        self.error = error
+        self.ops: list[OpRecord] = list(ops)
+        self.edges: list[Edge] = list(edges)
+        self._by_name: dict[str, list[LayerRecord]] = {}
+        for r in self.records:
+            self._by_name.setdefault(r.name, []).append(r)
+
+    # -- sequence and lookups -------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[LayerRecord]:
+        return iter(self.records)
+
+    @overload
+    def __getitem__(self, key: int | str) -> LayerRecord: ...
+    @overload
+    def __getitem__(self, key: slice) -> list[LayerRecord]: ...
+
+    def __getitem__(self, key: int | str | slice) -> LayerRecord | list[LayerRecord]:
+        if isinstance(key, str):
+            return self.calls(key)[0]
+        return self.records[key]
+
+    def calls(self, name: str) -> list[LayerRecord]:
+        """Every call of the module with this qualified name, in order."""
+        found = self._by_name.get(name)
+        if not found:
+            raise KeyError(self._unknown(name))
+        return list(found)
+
+    def of_type(self, cls: type | str) -> list[LayerRecord]:
+        """Records of modules of type `cls` (subclasses included), or whose class
+        (or a base class) has the name `cls`."""
+        return [r for r in self.records if r.is_instance_of(cls)]
+
+    def _unknown(self, name: str) -> str:
+        close = difflib.get_close_matches(name, list(self._by_name), n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        return f"no module named {name!r} was called in this trace{hint}"
+
+    # -- checks ---------------------------------------------------------------
+
+    @property
+    def checks(self) -> list[Check]:
+        """Every check of every call."""
+        return [c for r in self.records for c in r.checks]
+
+    @property
+    def failures(self) -> list[Check]:
+        """The checks that did not hold."""
+        return [c for c in self.checks if not c.ok]
+
+    @property
+    def ok(self) -> bool:
+        """True when the forward completed and every check held."""
+        return self.error is None and not self.failures
+
+    # -- totals ---------------------------------------------------------------
+
+    def summary(self) -> Summary:
+        """Totals: unique parameters (tied weights once), calls, checks, bytes."""
+        parents = {r.parent for r in self.records}
+        leaves = [r for i, r in enumerate(self.records) if i not in parents]
+        out_bytes = sum(t.numel * _itemsize(t.dtype) for r in leaves for t in r.outputs)
+        m = self.meta
+        return Summary(
+            total_params=m.total_params,
+            trainable_params=m.trainable_params,
+            non_trainable_params=m.total_params - m.trainable_params,
+            param_bytes=m.param_bytes,
+            buffer_bytes=m.buffer_bytes,
+            output_bytes=out_bytes,
+            layer_calls=len(self.records),
+            modules_called=len(self._by_name),
+            checks=len(self.checks),
+            failures=len(self.failures),
+        )
+
+    def __repr__(self) -> str:
+        state = (
+            "ok"
+            if self.ok
+            else (f"error: {self.error.splitlines()[0]}" if self.error else f"{len(self.failures)} failed checks")
+        )
+        return f"<Trace of {self.meta.model_type}: {len(self)} calls, {state}>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TraceData):
+            return NotImplemented
+        mine = (self.records, self.meta, self.warnings, self.error, self.ops, self.edges)
+        return mine == (other.records, other.meta, other.warnings, other.error, other.ops, other.edges)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _itemsize(dtype: str) -> int:
+    kind: Any = getattr(torch, dtype, None)
+    return int(kind.itemsize) if isinstance(kind, torch.dtype) else 0
