@@ -20,6 +20,7 @@ from torch import nn
 
 from ._version import __version__
 from .errors import RenderError, TraceError
+from .options import TraceOptions
 from .render.graphviz_run import FORMATS, find_renderer
 from .render.table import COLUMNS, render_checks
 from .trace import Trace
@@ -104,12 +105,21 @@ def _input_spec(ns: argparse.Namespace, default_x: torch.Tensor | None) -> tuple
     return size, dtypes
 
 
+def _options(ns: argparse.Namespace, size: Any, dtypes: Any, **more: Any) -> TraceOptions:
+    """The trace options the command line asked for, validated once."""
+    try:
+        return TraceOptions(input_size=size, dtypes=dtypes, mode=ns.mode, **more)
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+
 def _traced(ns: argparse.Namespace, values: str | None = "stats") -> Trace:
     """Load the model named on the command line and trace it on its inputs."""
     model, default_x = _load_model(ns.model)
     size, dtypes = _input_spec(ns, default_x)
+    options = _options(ns, size, dtypes, values=values)
     try:
-        return trace(model, None if size else default_x, input_size=size, dtypes=dtypes, values=values, mode=ns.mode)  # type: ignore[arg-type]
+        return trace(model, None if size else default_x, options=options)
     except (TypeError, ValueError) as exc:
         raise CliError(str(exc)) from None
 
@@ -149,12 +159,13 @@ def _diagram_command(ns: argparse.Namespace) -> int:
 
 def _verify_command(ns: argparse.Namespace) -> int:
     from .verification import verify
+    from .verification.verify_layers import VERIFY_MAX_BYTES
 
     model, default_x = _load_model(ns.model)
     size, dtypes = _input_spec(ns, default_x)
+    options = _options(ns, size, dtypes, values="full", max_bytes=VERIFY_MAX_BYTES)
     try:
-        report = verify(model, None if size else default_x, input_size=size, dtypes=dtypes, mode=ns.mode,
-                        rtol=ns.rtol, atol=ns.atol)  # fmt: skip
+        report = verify(model, None if size else default_x, rtol=ns.rtol, atol=ns.atol, options=options)
         print(report.table(fmt=ns.fmt))
     except (TypeError, ValueError) as exc:
         raise CliError(str(exc)) from None

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .tensor_capture import dtype_name
 from .flatten import flatten
 from .records import Edge, NodeRef, OpRecord, TensorInfo
+from .tensor_capture import dtype_name
 
 Tensors = list[tuple[str, torch.Tensor]]
 

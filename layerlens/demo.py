@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .models import abc
 from .errors import RenderError
+from .models import abc
 from .models.abc import MODEL_FILE, VOCAB_FILE
 from .render.table import render_checks
 from .trace import Trace

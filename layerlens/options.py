@@ -17,8 +17,8 @@ from typing import Any, Literal
 import torch
 from typing_extensions import TypedDict
 
-from .tensor_capture import DEFAULT_MAX_BYTES
 from .layers.registry import Inspector
+from .tensor_capture import DEFAULT_MAX_BYTES
 
 Values = Literal["stats", "full"] | None
 Mode = Literal["train", "eval"] | None
@@ -53,7 +53,8 @@ class TraceOptions:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        if self.values == "none":
+        values: Any = self.values
+        if values == "none":  # the command line's spelling of None
             set_(self, "values", None)
         if self.values not in ("stats", "full", None):
             raise ValueError(f"values must be 'stats', 'full' or None, got {self.values!r}")

@@ -21,11 +21,11 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 from torch.utils.hooks import RemovableHandle
 
-from .tensor_capture import Capture
-from .flatten import flatten
 from .data_flow import Flow
+from .flatten import flatten
 from .layers.registry import REGISTRY, Probe
 from .records import NodeRef, TensorInfo
+from .tensor_capture import Capture
 
 _PATHS = tuple(str(i) for i in range(16))  # "0", "1", ...: paths of positional tensors
 
@@ -118,9 +118,7 @@ class Recorder:
     @staticmethod
     def _index(named: list[tuple[str, nn.Module]], probes: bool) -> dict[int, ModuleInfo]:
         return {
-            id(m): ModuleInfo(
-                name, name.count(".") + 1 if name else 0, _probe(m) if probes else None, not m._modules
-            )
+            id(m): ModuleInfo(name, name.count(".") + 1 if name else 0, _probe(m) if probes else None, not m._modules)
             for name, m in named
         }
 

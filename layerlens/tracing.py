@@ -22,17 +22,17 @@ from torch import nn
 from typing_extensions import Unpack
 
 from ._version import __version__
-from .tensor_capture import Capture
 from .data_flow import Flow, OpCapture
 from .errors import LayerlensWarning, TraceError
 from .failure import expected_by, failure_message, first_line
 from .inputs import check_inputs, positional_inputs
 from .layers.registry import REGISTRY, Coverage, InspectorOverrides
 from .model_index import ModelIndex
+from .model_state import StateGuard
 from .options import TraceKeywords, TraceOptions
 from .recorder import Call, Recorder
 from .records import Check, LayerRecord
-from .model_state import StateGuard
+from .tensor_capture import Capture
 from .trace import Trace, TraceMeta
 
 
@@ -226,7 +226,8 @@ def _inspect(
                 checks.append(_plain_check(item))
         except Exception as exc:
             if judged:
-                note = f"inspector {getattr(fn, '__qualname__', fn)!s} failed on {record.type_name} '{record.label}': {exc!r}"
+                name = getattr(fn, "__qualname__", fn)
+                note = f"inspector {name!s} failed on {record.type_name} '{record.label}': {exc!r}"
         if judged:
             record.checks.extend(checks)
         elif checks or (cover.family is not None and cover.family.probe is not None):

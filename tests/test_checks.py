@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from torch import nn
 
 import layerlens as ll
-
 from tests.conftest import judged_as
 
 

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 import layerlens as ll
-from tests.conftest import judged_as
 from layerlens.models import abc
 from layerlens.models.gallery import build_lstm_tagger, build_resnet_like, build_reused_block
 from layerlens.render import graphviz_run
 from layerlens.render.graphviz_run import RenderError
+from tests.conftest import judged_as
 
 # -- a small DOT reader for our own output ---------------------------------------
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import layerlens as ll
-from tests.conftest import judged_as
 from layerlens.formulas import conv_transpose_output_length
+from tests.conftest import judged_as
 
 SETTINGS = settings(max_examples=60, deadline=None)
 

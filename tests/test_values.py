@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import layerlens as ll
-from layerlens.tensor_capture import Capture
 from layerlens.records import TensorStats
+from layerlens.tensor_capture import Capture
 
 
 def _numpy_stats(a: np.ndarray) -> TensorStats:

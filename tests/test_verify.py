@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 import layerlens as ll
-from tests.conftest import judged_as
 from layerlens.cli import main
 from layerlens.models import abc
 from layerlens.models.gallery import build_lstm_tagger, build_resnet_like, build_reused_block
+from tests.conftest import judged_as
 
 
 def _statuses(report: ll.VerifyReport) -> dict[str, str]:

@@ -19,6 +19,7 @@ from ._helpers import array, copy_attrs, first_tensor, shape_text
 from .activation import softmax
 from .registry import Expected, LayerFamily, Unverifiable
 
+
 def inspect_attention(module: nn.MultiheadAttention, record: LayerRecord) -> None:
     """embed_dim, num_heads, head_dim, batch_first, dropout, kdim/vdim."""
     copy_attrs(record, module, "embed_dim", "num_heads", "head_dim", "batch_first", "dropout",

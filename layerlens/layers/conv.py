@@ -196,12 +196,12 @@ def _pad(
 
 def reference_conv(m: Any, inputs: tuple[np.ndarray | None, ...], r: LayerRecord) -> Expected:
     """Conv1d and Conv2d through `conv1d`/`conv2d`; other convolutions are not recomputed."""
-    x, w, b = first_input(inputs), array(m.weight), array(m.bias)
+    x, w, b, kind = first_input(inputs), array(m.weight), array(m.bias), type(m)
     assert w is not None
-    if isinstance(m, nn.Conv1d):
+    if issubclass(kind, nn.Conv1d):
         pad = m.padding if isinstance(m.padding, str) else m.padding[0]
         return Expected(conv1d(x, w, b, m.stride[0], pad, m.dilation[0], m.groups, m.padding_mode), by="conv1d")
-    if isinstance(m, nn.Conv2d):
+    if issubclass(kind, nn.Conv2d):
         return Expected(conv2d(x, w, b, m.stride, m.padding, m.dilation, m.groups, m.padding_mode), by="conv2d")
     raise Unverifiable(f"no numpy reference for {type(m).__name__} (Conv1d and Conv2d have one)")
 

@@ -115,7 +115,9 @@ def dropout_health(module: Any, x: torch.Tensor | None, y: torch.Tensor) -> dict
     a, b = as_numpy(x), as_numpy(y)
     if a is not None and b is not None:
         kept_np = strided_np(a) != 0
-        found["dropped"] = int(np.count_nonzero((strided_np(b) == 0) & kept_np)) / max(1, int(np.count_nonzero(kept_np)))
+        found["dropped"] = int(np.count_nonzero((strided_np(b) == 0) & kept_np)) / max(
+            1, int(np.count_nonzero(kept_np))
+        )
     else:
         kept = strided(x) != 0
         found["dropped"] = ((strided(y) == 0) & kept).sum() / kept.sum().clamp(min=1)

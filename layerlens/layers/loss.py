@@ -11,6 +11,7 @@ from ..records import LayerRecord
 from ._helpers import array, first_input
 from .registry import Expected, LayerFamily, Unverifiable
 
+
 def _reduce(values: np.ndarray, reduction: str, weights: np.ndarray | None = None) -> np.ndarray:
     if reduction == "none":
         return values

@@ -71,7 +71,6 @@ def _norm_reference(module: nn.Module, args: tuple[Any, ...], output: Any, state
     }
 
 
-
 _STANDARD = "(x - mean)/sqrt(var + eps)*weight + bias"
 
 
@@ -336,11 +335,13 @@ def reference_norm(m: Any, inputs: tuple[np.ndarray | None, ...], r: LayerRecord
     if isinstance(m, _BN):
         return _reference_batch_norm(m, x, r)
     if isinstance(m, nn.LayerNorm):
-        return Expected(layer_norm(x, tuple(m.normalized_shape), array(m.weight), array(m.bias), m.eps), by="layer_norm")
+        return Expected(
+            layer_norm(x, tuple(m.normalized_shape), array(m.weight), array(m.bias), m.eps), by="layer_norm"
+        )
     if isinstance(m, nn.GroupNorm):
         return Expected(group_norm(x, m.num_groups, array(m.weight), array(m.bias), m.eps), by="group_norm")
     if isinstance(m, _IN):
-        unbatched = x.ndim == m._get_no_batch_dim()
+        unbatched = x.ndim == _unbatched_dims(m)
         running = m.track_running_stats and not r.training
         y = instance_norm(
             x[None] if unbatched else x, array(m.weight), array(m.bias), m.eps,

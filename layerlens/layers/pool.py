@@ -17,7 +17,6 @@ from ._helpers import copy_attrs, first_input, first_tensor, main_shapes, shape_
 from .registry import Expected, LayerFamily, Unverifiable
 
 
-
 def spatial_dims(module: nn.Module) -> int:
     """1, 2 or 3, read off the class name (`MaxPool2d` -> 2)."""
     for cls in type(module).__mro__:
@@ -249,28 +248,30 @@ def _adaptive2d(x: np.ndarray, output_size: tuple[int | None, int | None], reduc
 
 def reference_pool(m: Any, inputs: tuple[np.ndarray | None, ...], r: LayerRecord) -> Expected:
     """The 1d and 2d max, average and adaptive pools; indices (`return_indices`) are not compared."""
-    x = first_input(inputs)
-    if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
-        pool = max_pool1d if isinstance(m, nn.MaxPool1d) else max_pool2d
+    x, kind = first_input(inputs), type(m)  # issubclass: `m` stays Any for the attribute reads
+    if issubclass(kind, (nn.MaxPool1d, nn.MaxPool2d)):
+        pool = max_pool1d if issubclass(kind, nn.MaxPool1d) else max_pool2d
         y = pool(x, m.kernel_size, m.stride or m.kernel_size, m.padding, m.dilation, m.ceil_mode)
         return Expected((y, None) if m.return_indices else (y,), by=pool.__name__)
-    if isinstance(m, nn.AvgPool1d):
+    if issubclass(kind, nn.AvgPool1d):
         y = avg_pool1d(x, m.kernel_size[0], m.stride[0], m.padding[0], m.ceil_mode, m.count_include_pad)
         return Expected(y, by="avg_pool1d")
-    if isinstance(m, nn.AvgPool2d):
+    if issubclass(kind, nn.AvgPool2d):
         y = avg_pool2d(x, m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad, m.divisor_override)
         return Expected(y, by="avg_pool2d")
-    if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)):
+    if issubclass(kind, (nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)):
         size = m.output_size if isinstance(m.output_size, int) else m.output_size[0]
-        if isinstance(m, nn.AdaptiveAvgPool1d):
+        if issubclass(kind, nn.AdaptiveAvgPool1d):
             return Expected((adaptive_avg_pool1d(x, size),), by="adaptive_avg_pool1d")
         return Expected((adaptive_max_pool1d(x, size), None), by="adaptive_max_pool1d")
-    if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+    if issubclass(kind, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
         size2 = (m.output_size, m.output_size) if isinstance(m.output_size, int) else tuple(m.output_size)
-        if isinstance(m, nn.AdaptiveAvgPool2d):
+        if issubclass(kind, nn.AdaptiveAvgPool2d):
             return Expected((adaptive_avg_pool2d(x, size2),), by="adaptive_avg_pool2d")
         return Expected((adaptive_max_pool2d(x, size2), None), by="adaptive_max_pool2d")
-    raise Unverifiable(f"no numpy reference for {type(m).__name__} (1d and 2d max, average and adaptive pools have one)")
+    raise Unverifiable(
+        f"no numpy reference for {type(m).__name__} (1d and 2d max, average and adaptive pools have one)"
+    )
 
 
 _WINDOW_TYPES = (

@@ -23,6 +23,7 @@ from ._helpers import array, copy_attrs, first_input, machine_eps, shape_text
 from .activation import relu, sigmoid, tanh
 from .registry import Expected, LayerFamily, Probe, Unverifiable
 
+
 def inspect_rnn(module: nn.RNNBase, record: LayerRecord) -> Iterator[Check]:
     """Sizes and flags; `seq_len`/`batch` as the layer reads its input;
     `rnn_final_state` (the top layer's last output equals `h_n`)."""
@@ -82,8 +83,6 @@ def _final_state(module: nn.Module, args: tuple[Any, ...], output: Any, state: A
         "final_scale": h_n.detach().abs().amax(),
         "where": where,
     }
-
-
 
 
 def expect_rnn(module: nn.RNNBase, args: tuple[Any, ...]) -> str | None:

@@ -334,9 +334,11 @@ def _derived(t: type, hook: str, fn: Callable[..., Any]) -> LayerFamily:
     """A family for exactly `t`: the one judging it now with `hook` replaced, or a new one."""
     name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', fn)}"
     current = REGISTRY.coverage(t)
+    base = LayerFamily(name, (t,))
     if current.judged and current.family is not None and not current.family.covers_overrides:
-        return dataclasses.replace(current.family, name=name, types=(t,), **{hook: fn})
-    return LayerFamily(name, (t,), **{hook: fn})
+        base = dataclasses.replace(current.family, name=name, types=(t,))
+    hooks: dict[str, Any] = {hook: fn}
+    return dataclasses.replace(base, **hooks)
 
 
 def judge_like(module_type: type, like: type) -> LayerFamily:

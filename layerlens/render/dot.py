@@ -15,10 +15,11 @@ from typing import Any
 import graphviz
 
 from ..errors import LayerlensWarning
+from ..layers.registry import families
 from ..records import LayerRecord
 from ..trace_data import TraceData
-from .facts import key_facts
 from .diagram_layout import Cluster, Node, View, build_view
+from .facts import key_facts
 
 # Above this many nodes a diagram stops being readable: suggest depth= or roll=.
 LARGE = 400
@@ -28,21 +29,6 @@ TEXT = "#1f2328"
 MUTED = "#6e7781"
 FAILED = ("#ffd8d3", "#d1242f")
 
-# Fill colours by layer family, found along the module type's MRO (torch's module paths).
-_FAMILIES: tuple[tuple[str, str], ...] = (
-    ("torch.nn.modules.conv.", "#c8e1ff"),
-    ("torch.nn.modules.pooling.", "#c5ecec"),
-    ("torch.nn.modules.rnn.", "#e0d4f7"),
-    ("torch.nn.modules.batchnorm.", "#fbeaa5"),
-    ("torch.nn.modules.instancenorm.", "#fbeaa5"),
-    ("torch.nn.modules.normalization.", "#fbeaa5"),
-    ("torch.nn.modules.dropout.", "#dde3ea"),
-    ("torch.nn.modules.linear.", "#c9ecd1"),
-    ("torch.nn.modules.sparse.", "#c9ecd1"),
-    ("torch.nn.modules.activation.MultiheadAttention", "#f7d4e6"),
-    ("torch.nn.modules.transformer.", "#f7d4e6"),
-    ("torch.nn.modules.activation.", "#fdddc0"),
-)
 _OTHER = "#e8ebef"
 _OP = "#ffffff"
 _IO = "#d0d7de"
@@ -65,26 +51,28 @@ def to_digraph(trace: TraceData, depth: int | None = None, rankdir: str = "TB", 
     g.attr(rankdir=rankdir, bgcolor="transparent", fontname=FONT, fontcolor=MUTED, nodesep="0.25", ranksep="0.35")
     g.attr("node", shape="box", style="rounded,filled", fontname=FONT, fontsize="10", color="#8c959f", fontcolor=TEXT)
     g.attr("edge", fontname=FONT, fontsize="9", color="#8c959f", fontcolor=MUTED, arrowsize="0.7")
-    _fill(g, view, None, trace.meta.input_names)
+    _fill(g, view, None, trace.meta.input_names, _colours())
     for src, dst, shape, dtype in view.edges:
         label = shape if dtype == "float32" else f"{shape} {dtype}"
         g.edge(src, dst, label=f" {label} ")
     return g
 
 
-def _fill(g: graphviz.Digraph, view: View, cluster: str | None, names: tuple[str, ...]) -> None:
+def _fill(
+    g: graphviz.Digraph, view: View, cluster: str | None, names: tuple[str, ...], colours: dict[str | None, str]
+) -> None:
     """Draw the nodes and sub-clusters that belong directly in `cluster`."""
     for node in view.nodes.values():
         if node.cluster == cluster:
-            g.node(node.id, **_node_attrs(node, names))
+            g.node(node.id, **_node_attrs(node, names, colours))
     for c in view.clusters.values():
         if c.parent == cluster:
             with g.subgraph(name=f"cluster_{c.id}") as sub:
                 sub.attr(**_cluster_attrs(c))
-                _fill(sub, view, c.id, names)
+                _fill(sub, view, c.id, names, colours)
 
 
-def _node_attrs(node: Node, names: tuple[str, ...]) -> dict[str, str]:
+def _node_attrs(node: Node, names: tuple[str, ...], colours: dict[str | None, str]) -> dict[str, str]:
     if node.kind in ("input", "output"):
         assert node.tensor is not None
         name = _input_name(node.tensor.path, names) if node.kind == "input" else _output_name(node.tensor.path)
@@ -103,7 +91,7 @@ def _node_attrs(node: Node, names: tuple[str, ...]) -> dict[str, str]:
             "tooltip": _tip([tip]),
         }
     assert node.record is not None
-    return _record_attrs(node.record, node.calls)
+    return _record_attrs(node.record, node.calls, colours.get(node.record.family, _OTHER))
 
 
 def _input_name(path: str, names: tuple[str, ...]) -> str:
@@ -125,11 +113,11 @@ def _title(r: LayerRecord, calls: int) -> str:
     return (r.name or "(root)") if calls > 1 else r.label
 
 
-def _record_attrs(r: LayerRecord, calls: int) -> dict[str, str]:
+def _record_attrs(r: LayerRecord, calls: int, fill: str) -> dict[str, str]:
     lines = [(_title(r, calls), True), (_subtitle(r, calls), False)]
     if r.num_params:
         lines.append((f"{r.num_params:,} params", False))
-    attrs = {"label": _html(lines), "fillcolor": _family(r), "tooltip": _tip(_tooltip_lines(r))}
+    attrs = {"label": _html(lines), "fillcolor": fill, "tooltip": _tip(_tooltip_lines(r))}
     if not r.ok:
         attrs.update(fillcolor=FAILED[0], color=FAILED[1], penwidth="2")
     return attrs
@@ -165,15 +153,14 @@ def _tooltip_lines(r: LayerRecord) -> list[str]:
     lines += [("✓ " if c.ok else "✗ ") + c.message for c in r.checks if not c.ok] or [
         "✓ " + c.message for c in r.checks
     ]
+    if r.not_checked and not r.checks:
+        lines.append(f"not checked: {r.not_checked}")
     return lines
 
 
-def _family(r: LayerRecord) -> str:
-    for path in r.type_path:
-        for prefix, colour in _FAMILIES:
-            if path.startswith(prefix):
-                return colour
-    return _OTHER
+def _colours() -> dict[str | None, str]:
+    """Fill colours by layer family name (the families' own `color`)."""
+    return {f.name: f.color for f in families() if f.color}
 
 
 def _html(lines: list[tuple[str, bool]], inline: bool = False) -> str:

@@ -49,7 +49,9 @@ def _checks(r: LayerRecord) -> str:
     failed = sorted({c.name for c in r.checks if not c.ok})
     if failed:
         return "✗ " + ", ".join(failed)
-    return "✓" if r.checks else ""
+    if r.checks:
+        return "✓"
+    return "not checked" if r.not_checked else ""
 
 
 _COLUMNS: dict[str, tuple[str, Callable[[LayerRecord], str]]] = {
@@ -89,7 +91,17 @@ def render_table(
     notes = [f"warning: {w}" for w in trace.warnings]
     if trace.error:
         notes.insert(0, f"error: {trace.error}")
-    return "\n".join([text, *notes])
+    return "\n".join([text, *notes, *_unchecked_notes(trace, shown)])
+
+
+def _unchecked_notes(trace: TraceData, shown: list[int]) -> list[str]:
+    """One line per module type whose family's checks did not apply, with the reason."""
+    reasons: dict[str, str] = {}
+    for i in shown:
+        r = trace.records[i]
+        if r.not_checked and not r.checks:
+            reasons.setdefault(r.type_name, r.not_checked)
+    return [f"not checked: {kind} ({why})" for kind, why in reasons.items()]
 
 
 def _check_columns(columns: Sequence[str] | None) -> list[str]:

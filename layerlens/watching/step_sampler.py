@@ -20,11 +20,11 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 from torch.utils.hooks import RemovableHandle
 
-from ..tensor_capture import Capture
-from ..layers.registry import REGISTRY
-from ..tensor_stats import SAMPLE, as_numpy
 from ..flatten import flatten
+from ..layers.registry import REGISTRY
 from ..records import TensorInfo
+from ..tensor_capture import Capture
+from ..tensor_stats import SAMPLE, as_numpy
 from .health import LayerHealth, ParamHealth, StepRecord
 
 # Activations larger than SAMPLE get exact min/max/NaN/Inf and mean/std/zeros from a strided sample of

@@ -23,8 +23,8 @@ from torch.utils.hooks import RemovableHandle
 
 from ..layers.registry import REGISTRY
 from .alerts import KINDS, Thresholds, step_alerts
-from .output import JsonlWriter, render_table
 from .health import Alert, StepRecord
+from .output import JsonlWriter, render_table
 from .step_sampler import StepSampler
 
 
