@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
+
+from .flatten import flatten
 
 from .layers.registry import REGISTRY
 from .records import LayerRecord
@@ -30,8 +33,31 @@ def expected_by(module: nn.Module, args: tuple[Any, ...]) -> str | None:
     return None
 
 
+def input_hint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """What looks wrong with the model's own inputs when its forward failed: no
+    tensor at all, or a list where a tuple of positional inputs was meant."""
+    lists = [i for i, a in enumerate(args) if isinstance(a, list)]
+    if lists:
+        i = lists[0]
+        n = len(args[i])
+        return (
+            f"input {i} is a list of {n} item{'s' if n != 1 else ''}, passed to forward as one argument: "
+            "pass a tuple for several positional inputs (a tensor, or (x, y))"
+        )
+    tensors: list[tuple[str, torch.Tensor]] = []
+    flatten((args, kwargs), tensors, [])
+    if not tensors:
+        kinds = ", ".join(type(a).__name__ for a in args) or "nothing"
+        return (
+            f"the inputs contain no tensor (got {kinds}); pass a torch.Tensor, a tuple of positional inputs, "
+            "or input_size=... to make random ones"
+        )
+    return None
+
+
 def failure_message(
-    record: LayerRecord, error: BaseException, expected: str | None, last_done: LayerRecord | None
+    record: LayerRecord, error: BaseException, expected: str | None, last_done: LayerRecord | None,
+    hint: str | None = None,
 ) -> str:
     """The multi-line TraceError message."""
     where = f"'{record.name}'" if record.name else "the model's own forward"
@@ -43,6 +69,8 @@ def failure_message(
     if last_done is not None:
         outs = ", ".join(t.describe() for t in last_done.outputs) or "no tensors"
         lines.append(f"  last completed layer: '{last_done.label}' ({last_done.type_name}) -> {outs}")
+    if hint:
+        lines.append(f"  hint: {hint}")
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ a private generator, so the global RNG is untouched.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,7 +15,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .flatten import contains_tensor
 from .layers.registry import REGISTRY
 
 ShapeLike = Sequence[int]
@@ -25,6 +25,8 @@ def positional_inputs(x: Any, input_size: Any, dtypes: Any, model: nn.Module, se
     if x is not None and input_size is not None:
         raise TypeError("trace() takes inputs x or input_size=..., not both")
     if x is None and input_size is None:
+        if _takes_no_inputs(model):
+            return ()
         raise TypeError(
             "trace() needs inputs: pass x (a tensor, or a tuple of positional inputs) "
             "or input_size=(...) with dtypes=[...]"
@@ -37,18 +39,24 @@ def positional_inputs(x: Any, input_size: Any, dtypes: Any, model: nn.Module, se
 
 
 def check_inputs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """Reject inputs that cannot be what the user meant, with a hint."""
+    """Reject inputs that cannot be what the user meant, with a hint. A forward
+    that takes no tensor at all (`forward(self)`, a config dict) is fine."""
     for where, value in [
         *((f"input {i}", a) for i, a in enumerate(args)),
         *((f"kwargs[{k!r}]", v) for k, v in kwargs.items()),
     ]:
         _reject_foreign(value, where)
-    if not contains_tensor((args, dict(kwargs))):
-        kinds = ", ".join(type(a).__name__ for a in args) or "nothing"
-        raise TypeError(
-            f"trace() inputs contain no tensor (got {kinds}); pass a torch.Tensor, a tuple of "
-            "positional inputs, or input_size=... to make random ones"
-        )
+
+
+def _takes_no_inputs(model: nn.Module) -> bool:
+    """Whether `model.forward` can be called with no arguments at all."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                inspect.Parameter.KEYWORD_ONLY)  # fmt: skip
+    return not any(p.kind in required and p.default is inspect.Parameter.empty for p in params)
 
 
 def _reject_foreign(value: Any, where: str, depth: int = 0) -> None:

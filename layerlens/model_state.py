@@ -1,102 +1,106 @@
 """Make a trace invisible: snapshot what a forward pass can change, restore it after.
 
-Covered: every submodule's own `training` flag, every buffer (BatchNorm
-running statistics included; in-place updates and reassignment both undone),
-parameters (reassignment undone; in-place edits detected by the version
-counter, and undone when `snapshot_params=True`) and the CPU/CUDA/Python/NumPy
-random states.
+Covered: every submodule's own `training` flag; every module's parameter,
+buffer and submodule tables (reassignment, additions and removals undone);
+the values of every buffer (BatchNorm running statistics included: kernels
+update them without bumping the version counter, so every buffer is copied);
+parameters edited in place (detected by the version counter, undone with
+`snapshot_params=True`); and the torch (CPU and CUDA), Python and NumPy
+random states, each put back only when the trace moved it.
 
-Buffers are copied back (kernels such as batch norm update running statistics
-without bumping the version counter, so it cannot tell), except those of
-modules whose family says their forward leaves them untouched in the mode
-they will run in (`LayerFamily.keeps_buffers`).
+Each of these is restored on its own: one that cannot be put back (a buffer
+replaced by an inference tensor, a buffer resized) does not stop the others,
+and is reported by name.
 """
 
 from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .layers.registry import REGISTRY
+
+@dataclass
+class Restored:
+    """What `StateGuard.restore` could not make exactly as before."""
+
+    edited_params: list[str] = field(default_factory=list)  # edited in place, not snapshotted
+    problems: list[str] = field(default_factory=list)  # "name: what went wrong"
 
 
 class StateGuard:
-    """Snapshot on construction; `restore()` puts everything back and returns
-    the names of parameters that were edited in place and could not be restored."""
+    """Snapshot on construction; `restore()` puts everything back."""
 
-    def __init__(
-        self, named: list[tuple[str, nn.Module]], snapshot_params: bool = False, mode: str | None = None
-    ) -> None:
-        self._flags = [(m, m.training) for _, m in named]
-        # each module's parameter and buffer tables as they were: undoes reassignment,
-        # additions and removals; an empty table (most of them) is kept as ()
-        tables = [m._parameters for _, m in named] + [m._buffers for _, m in named]
-        self._tables: list[tuple[dict[str, Any], tuple[tuple[str, Any], ...]]] = [
-            (t, tuple(t.items()) if t else ()) for t in tables
-        ]
-        self._params = _versions(
-            [(prefix, k, p) for prefix, m in named for k, p in m._parameters.items() if p is not None]
-        )
-        buffers = [
-            b
-            for _, m in named
-            if m._buffers and not _keeps_buffers(m, mode)
-            for b in m._buffers.values()
-            if b is not None
-        ]
+    def __init__(self, named: list[tuple[str, nn.Module]], snapshot_params: bool = False) -> None:
+        self._flags = [(name, m, m.training) for name, m in named]
+        self._tables = [(name, kind, table, tuple(table.items()) if table else ())
+                        for name, m in named if not isinstance(m, torch.jit.ScriptModule)
+                        for kind, table in (("parameter", m._parameters), ("buffer", m._buffers),
+                                            ("submodule", m._modules))]  # fmt: skip
+        params = [(_join(name, k), p) for name, m in named for k, p in _own(m, "parameters") if p is not None]
+        self._params = [(name, p, _version(p)) for name, p in params]
+        tensors = [(_join(name, k), b) for name, m in named for k, b in _own(m, "buffers") if b is not None]
         if snapshot_params:
-            buffers += [p for _, _, p, _ in self._params]
-        self._copies = [(t, t.detach().clone()) for t in buffers]
+            tensors += [(name, p) for name, p, _ in self._params]
+        self._copies = [(name, t, t.detach().clone()) for name, t in tensors]
         self._rng = _rng_state()
 
-    def restore(self) -> list[str]:
-        """Undo every change the forward made; returns params edited beyond repair."""
-        for m, flag in self._flags:
+    def restore(self) -> Restored:
+        """Undo every change the forward made, each part on its own."""
+        done = Restored()
+        for name, m, flag in self._flags:
             if m.training is not flag:
-                m.training = flag
-        for table, items in self._tables:
-            if _changed(table, items):
-                table.clear()
-                table.update(items)
-        with torch.no_grad():
-            for t, copy in self._copies:
-                t.copy_(copy)  # always: batch norm updates running stats without a version bump
-        copied = {id(t) for t, _ in self._copies}
-        now = _versions([(prefix, k, p) for prefix, k, p, _ in self._params])
-        edited = [
-            _join(prefix, k)
-            for (prefix, k, p, version), (_, _, _, current) in zip(self._params, now, strict=True)
-            if current != version and id(p) not in copied
-        ]
-        _set_rng_state(self._rng)
-        return edited
+                _attempt(done, name, "its train/eval flag", _set_flag, m, flag)
+        for name, kind, table, items in self._tables:
+            if len(table) != len(items) or any(table.get(k, table) is not v for k, v in items):
+                _attempt(done, name, f"its {kind} table", _put_table, table, items)
+        for name, t, copy in self._copies:
+            _attempt(done, name, "its values", _put_values, t, copy)
+        copied = {id(t) for _, t, _ in self._copies}
+        done.edited_params = [n for n, p, v in self._params if id(p) not in copied and _version(p) != v]
+        _attempt(done, "", "the random number generators", _set_rng_state, self._rng)
+        return done
 
 
-def _changed(table: dict[str, Any], items: tuple[tuple[str, Any], ...]) -> bool:
-    if len(table) != len(items):
-        return True
-    return bool(items) and any(table.get(k, table) is not v for k, v in items)
-
-
-def _versions(params: list[tuple[str, str, Any]]) -> list[tuple[str, str, Any, int]]:
-    """Each parameter with its version counter (-1 for inference tensors, which have none)."""
+def _attempt(done: Restored, name: str, what: str, step: Callable[..., Any], *args: Any) -> None:
+    """One restore step; a failure is noted by name and does not stop the others."""
     try:
-        return [(prefix, k, p, p._version) for prefix, k, p in params]
-    except (AttributeError, RuntimeError):
-        return [(prefix, k, p, _version(p)) for prefix, k, p in params]
+        step(*args)
+    except Exception as exc:
+        done.problems.append(f"{name or '(root)'}: {what} could not be restored ({type(exc).__name__}: {exc})")
 
 
-def _keeps_buffers(module: nn.Module, mode: str | None) -> bool:
-    """Whether the module's family says its forward leaves its buffers untouched
-    in the mode it will run in (a BatchNorm in eval mode only reads them)."""
-    keeps = REGISTRY.coverage(type(module)).hook("keeps_buffers")
-    training = module.training if mode is None else mode == "train"
-    return keeps is not None and bool(keeps(module, training))
+def _set_flag(m: nn.Module, flag: bool) -> None:
+    m.training = flag
+
+
+def _put_table(table: dict[str, Any], items: tuple[tuple[str, Any], ...]) -> None:
+    """Entries reassigned, added or removed by the forward: the table as it was."""
+    table.clear()
+    table.update(items)
+
+
+def _put_values(t: torch.Tensor, copy: torch.Tensor) -> None:
+    """Copy the snapshot back into the tensor object itself (a buffer resized in
+    place gets its shape back); inference tensors only change in inference mode."""
+    with torch.inference_mode() if t.is_inference() else torch.no_grad():
+        if t.shape != copy.shape:
+            t.resize_(copy.shape)
+        t.copy_(copy)
+
+
+def _own(m: nn.Module, kind: str) -> list[tuple[str, Any]]:
+    """A module's own parameters or buffers (TorchScript modules keep them in wrappers)."""
+    if isinstance(m, torch.jit.ScriptModule):
+        named = m.named_parameters if kind == "parameters" else m.named_buffers
+        return list(named(recurse=False))
+    return list((m._parameters if kind == "parameters" else m._buffers).items())
 
 
 def _join(prefix: str, name: str) -> str:
@@ -106,14 +110,14 @@ def _join(prefix: str, name: str) -> str:
 def _version(obj: Any) -> int:
     try:
         return int(obj._version)
-    except (AttributeError, RuntimeError):
+    except (AttributeError, RuntimeError):  # inference tensors have no version counter
         return -1
 
 
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     # numpy loads its random module lazily: if nothing has, there is no state to keep
-    # (one first made during the forward is freshly seeded anyway), and 60 us are saved
+    # (one first made during the forward is freshly seeded anyway)
     if "numpy.random" in sys.modules:
         state["numpy"] = np.random.get_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
@@ -122,9 +126,20 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "numpy" in state:
+    """Put back each stream the trace moved (and only those: a stream no random
+    draw of the forward touched is left alone, so others' draws from it stand)."""
+    if not torch.equal(torch.get_rng_state(), state["torch"]):
+        torch.set_rng_state(state["torch"])
+    if random.getstate() != state["python"]:
+        random.setstate(state["python"])
+    if "numpy" in state and not _same_numpy_state(np.random.get_state(), state["numpy"]):
         np.random.set_state(state["numpy"])
     if "cuda" in state:  # absent when CUDA was not initialised before the trace
-        torch.cuda.set_rng_state_all(state["cuda"])
+        now = torch.cuda.get_rng_state_all()
+        for device, (current, saved) in enumerate(zip(now, state["cuda"], strict=False)):
+            if not torch.equal(current, saved):
+                torch.cuda.set_rng_state(saved, device)
+
+
+def _same_numpy_state(a: Any, b: Any) -> bool:
+    return bool(a[0] == b[0] and np.array_equal(a[1], b[1]) and tuple(a[2:]) == tuple(b[2:]))

@@ -1,310 +1,304 @@
-"""The hot path: a pair of global module hooks that record every call of the
-traced model's modules, and nothing else.
+"""The hot path: record every call of the traced model's modules, and nothing else.
 
-PyTorch's global forward hooks (`register_module_forward_pre_hook` /
-`register_module_forward_hook`) fire for every module in the process; a
-precomputed `id(module)` map filters them to the traced model, so other models
-running meanwhile are untouched, and installing them costs two dict entries
-instead of two hooks per module. The post hook is registered with
-`always_call=True`, so a module that raises is still seen, and `with_kwargs`,
-so keyword arguments to submodules are recorded.
+Each module of the model gets, for the trace only, a `_call_impl` of its own
+in its instance `__dict__` (what `nn.Module.__call__` calls): a small wrapper
+that records the call around the module's real one, its own hooks included.
+Nothing global changes: PyTorch's global hook tables stay empty (so other
+models, other threads and compiled code are untouched, and every module keeps
+its no-hook fast path), `forward` stays as it is, and removing the wrappers
+restores each `__dict__` exactly. A wrapper records only on the tracing thread
+and passes any other call straight through.
+
+Per call the wrapper appends to flat lists: the module's slot, the parent
+call, the training flag, and per tensor one tuple (path, shape, dtype, device,
+requires_grad, statistics handle); no tensor is kept alive. Everything else
+(records, names, checks) is built after the forward, in `tracing`.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules import module as torch_module
-from torch.utils.hooks import RemovableHandle
 
 from .data_flow import Flow
 from .flatten import flatten
 from .layers.registry import REGISTRY, Probe
-from .records import NodeRef, TensorInfo
+from .records import NodeRef
 from .tensor_capture import Capture
 
 _PATHS = tuple(str(i) for i in range(16))  # "0", "1", ...: paths of positional tensors
+Tensors = list[tuple[str, torch.Tensor]]
 
 
-class ModuleInfo:
+class Slot:
     """What is known about one module of the traced model before it runs."""
 
-    __slots__ = ("depth", "leaf", "name", "probe", "registered")
+    __slots__ = ("depth", "leaf", "module", "name", "probe", "registered")
 
-    def __init__(self, name: str, depth: int, probe: Probe | None, leaf: bool, registered: bool = True) -> None:
+    def __init__(self, module: nn.Module, name: str, depth: int, leaf: bool, registered: bool = True) -> None:
+        self.module = module
         self.name = name
         self.depth = depth
-        self.probe = probe
-        self.leaf = leaf  # no submodules: its own torch calls are its business, not data flow
+        self.leaf = leaf  # no submodules (or opaque): its own torch calls are its business, not data flow
         self.registered = registered
-
-
-class Call:
-    """One module call while it is being recorded."""
-
-    __slots__ = (
-        "after",
-        "args",
-        "call_index",
-        "error",
-        "index",
-        "info",
-        "inner",
-        "inputs",
-        "measures",
-        "module",
-        "other_inputs",
-        "other_outputs",
-        "outputs",
-        "parent",
-        "paused",
-        "probe_state",
-        "training",
-    )  # fmt: skip
-
-    def __init__(self, module: nn.Module, info: ModuleInfo, call_index: int, index: int, parent: int | None) -> None:
-        self.module = module
-        self.index = index
-        self.parent = parent
-        self.info = info
-        self.call_index = call_index
-        self.training = module.training
-        self.inputs: list[TensorInfo] = []
-        self.outputs: list[TensorInfo] = []
-        self.other_inputs: list[tuple[str, str]] = []
-        self.other_outputs: list[tuple[str, str]] = []
-        self.error: BaseException | None = None
-        self.measures: dict[str, Any] = {}
-        self.probe_state: Any = None
-        self.args: tuple[Any, ...] | None = None
-        self.after: int | None = None  # for a failed call: the last call completed before it
-        self.inner = False  # a module call or functional op ran inside this one
-        self.paused: Any = None  # the op-capture mode, taken off the stack while this leaf runs
+        self.probe: Probe | None = None
 
 
 class Recorder:
     """Records the calls of one model's modules between `install` and `remove`."""
 
-    def __init__(
-        self,
-        root: nn.Module,
-        named: list[tuple[str, nn.Module]],
-        capture: Capture,
-        root_kwargs: dict[str, Any],
-        probes: bool,
-        flow: Flow | None = None,
-    ) -> None:
-        self.root = root
+    def __init__(self, slots: list[Slot], capture: Capture, root_kwargs: dict[str, Any], probes: bool,
+                 flow: Flow | None = None) -> None:  # fmt: skip
+        self.slots = slots
+        self.capture = capture
         self.flow = flow
         self.mode: Any = None  # the OpCapture mode, when ops are caught
-        self.capture = capture
-        self.calls: list[Call] = []
-        self.failed: list[Call] = []
         self.warnings: list[str] = []
+        # one entry per call, in call-start order
+        self.mods: list[int] = []
+        self.parents: list[int] = []
+        self.training: list[bool] = []
+        self.inputs: list[list[tuple[Any, ...]]] = []
+        self.outputs: list[list[tuple[Any, ...]]] = []
+        # sparse, by call index
+        self.others: dict[int, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {}
+        self.errors: dict[int, BaseException] = {}
+        self.after: dict[int, int] = {}  # failed call -> the last call completed before it
+        self.measures: dict[int, dict[str, Any]] = {}
+        self.failed: list[int] = []
+        self.failed_args: dict[int, tuple[Any, ...]] = {}
+        self.live = False
         self._root_kwargs = root_kwargs
-        self._probes = probes
-        self._stack: list[Call] = []
-        self._last_done: int | None = None
-        self._counts: dict[int, int] = {}
-        self._known = self._index(named, probes)
-        self._unregistered: dict[int, ModuleInfo] = {}
+        self._stack: list[int] = []
+        self._inner: set[int] = set()  # calls with a module call or op inside
+        self._states: dict[int, Any] = {}  # probe `before` results, by call
+        self._paused: dict[int, Any] = {}  # leaf calls that took the op-capture mode off the stack
+        self._last_done = -1
         self._thread = threading.get_ident()
-        self._handles: list[RemovableHandle] = []
+        self._installed: list[tuple[nn.Module, bool, Any, Any]] = []
+        if probes:
+            for slot in slots:
+                slot.probe = REGISTRY.coverage(type(slot.module)).hook("probe")
 
-    @staticmethod
-    def _index(named: list[tuple[str, nn.Module]], probes: bool) -> dict[int, ModuleInfo]:
-        return {
-            id(m): ModuleInfo(name, name.count(".") + 1 if name else 0, _probe(m) if probes else None, not m._modules)
-            for name, m in named
-        }
+    # -- installing -------------------------------------------------------------
 
     def install(self) -> None:
-        """Register the global hook pair."""
-        self._handles = [
-            torch_module.register_module_forward_pre_hook(self._pre),
-            torch_module.register_module_forward_hook(self._post, with_kwargs=True, always_call=True),
-        ]
-
-    def close(self) -> None:
-        """End the forward: close calls left open (their post-hooks never ran,
-        e.g. after a KeyboardInterrupt), putting back a paused op-capture mode."""
-        if self._stack:
-            self._pop(self._stack[0].module)
+        """Give every module its recording `_call_impl` (compiled modules run eagerly)."""
+        self.live = True
+        for i, slot in enumerate(self.slots):
+            m = slot.module
+            had = "_call_impl" in m.__dict__
+            saved = m.__dict__.get("_call_impl")
+            compiled = m.__dict__.get("_compiled_call_impl")
+            self._installed.append((m, had, saved, compiled))
+            m.__dict__["_call_impl"] = self._wrapper(i, _eager_call(m))
+            if compiled is not None:  # `module.compile()`: run the module itself, eagerly
+                m.__dict__["_compiled_call_impl"] = None
 
     def remove(self) -> None:
-        """Remove the global hook pair; safe to call more than once."""
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-
-    # -- hooks ------------------------------------------------------------------
-
-    def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        info = self._known.get(id(module))
-        if info is None and not self._stack:
-            return None
-        if threading.get_ident() != self._thread:
-            return None
-        try:
-            if self.flow is None:
-                self._enter(module, info or self._stranger(module), args)
+        """Put every module's `__dict__` back as it was; safe to call more than once."""
+        self.live = False
+        for m, had, saved, compiled in reversed(self._installed):
+            if had:
+                m.__dict__["_call_impl"] = saved
             else:
-                with torch._C.DisableTorchFunction():  # our own torch calls are not the model's ops
-                    self._enter(module, info or self._stranger(module), args)
-        except Exception as exc:  # a recording bug must never break the user's forward
-            self._warn(f"recording the inputs of {type(module).__name__} failed: {exc!r}")
-        return None
+                m.__dict__.pop("_call_impl", None)
+            if compiled is not None:
+                m.__dict__["_compiled_call_impl"] = compiled
+        self._installed = []
 
-    def _post(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
-        if not self._stack or threading.get_ident() != self._thread:
-            return None
-        call = self._pop(module)
-        if call is None:
-            return None
+    def close(self) -> None:
+        """End the forward: close calls left open (after a KeyboardInterrupt, say),
+        putting back a paused op-capture mode."""
+        if self._stack:
+            self._pop_to(self._stack[0])
+
+    def _wrapper(self, i: int, call: Callable[..., Any]) -> Callable[..., Any]:
+        enter, leave, fail = self._enter, self._leave, self._fail
+        thread, get_ident = self._thread, threading.get_ident
+
+        def recording_call(*args: Any, **kwargs: Any) -> Any:
+            if not self.live or get_ident() != thread:
+                return call(*args, **kwargs)
+            k = enter(i, args, kwargs)
+            try:
+                out = call(*args, **kwargs)
+            except BaseException as exc:
+                fail(k, exc, args)
+                raise
+            leave(k, args, out)
+            return out
+
+        return recording_call
+
+    # -- recording ----------------------------------------------------------------
+
+    def _enter(self, i: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+        k = len(self.mods)
+        stack = self._stack
+        parent = stack[-1] if stack else -1
+        slot = self.slots[i]
+        self.mods.append(i)
+        self.parents.append(parent)
+        self.training.append(slot.module.training)
+        self.outputs.append([])
+        ins: list[tuple[Any, ...]] = []
+        self.inputs.append(ins)
+        stack.append(k)
         try:
-            if len(rest) == 2:  # normal return: (kwargs, output)
-                if self.flow is None:
-                    self._leave(call, args, rest[0], rest[1])
+            self._record_enter(k, slot, parent, ins, args, kwargs)
+        except Exception as exc:  # a recording bug must never break the user's forward
+            self._warn(f"recording the inputs of {type(slot.module).__name__} failed: {exc!r}")
+        return k
+
+    def _record_enter(
+        self, k: int, slot: Slot, parent: int, ins: list[tuple[Any, ...]], args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:  # fmt: skip
+        flow = self.flow
+        if flow is None:
+            self._capture(args, ins, k, 0)
+            if kwargs:
+                self._capture(kwargs, ins, k, 0)
+            elif parent < 0 and self._root_kwargs:
+                self._capture(self._root_kwargs, ins, k, 0)
+        else:
+            with torch._C.DisableTorchFunction():  # our own torch calls are not the model's ops
+                tensors = self._capture(args, ins, k, 0)
+                extra = kwargs or (self._root_kwargs if parent < 0 else None)
+                if extra:
+                    tensors += self._capture(extra, ins, k, 0)
+                if parent < 0:
+                    for path, t in tensors:
+                        flow.produced([(path, t)], NodeRef("input", path), only_new=True)
                 else:
-                    with torch._C.DisableTorchFunction():
-                        self._leave(call, args, rest[0], rest[1])
-                self._last_done = call.index
-            else:  # the forward raised: PyTorch passes (output,) and we are inside its except
-                call.error = sys.exc_info()[1]
-                call.after = self._last_done
-                self.failed.append(call)
+                    self._inner.add(parent)
+                flow.consumed(tensors, NodeRef.call(k))
+        probe = slot.probe
+        if probe is not None and probe.before is not None:
+            self._states[k] = probe.before(slot.module, args)
+        if slot.leaf and self.mode is not None:
+            paused = _pause(self.mode)
+            if paused is not None:
+                self._paused[k] = paused
+
+    def _leave(self, k: int, args: tuple[Any, ...], output: Any) -> None:
+        self._pop_to(k)
+        try:
+            self._record_leave(k, args, output)
         except Exception as exc:
-            self._warn(f"recording the outputs of {call.info.name or 'the model'} failed: {exc!r}")
-        return None
+            self._warn(f"recording the outputs of {self.slots[self.mods[k]].name or 'the model'} failed: {exc!r}")
+        self._last_done = k
+
+    def _record_leave(self, k: int, args: tuple[Any, ...], output: Any) -> None:
+        outs = self.outputs[k]
+        flow = self.flow
+        if flow is None:
+            self._capture(output, outs, k, 1)
+        else:
+            with torch._C.DisableTorchFunction():
+                tensors = self._capture(output, outs, k, 1)
+                flow.produced(tensors, NodeRef.call(k), only_new=k in self._inner)
+                if not self._stack:  # the model's own call: its outputs are the model's
+                    for path, t in tensors:
+                        flow.consumed([(path, t)], NodeRef("output", path))
+        slot = self.slots[self.mods[k]]
+        if slot.probe is not None:
+            self._measure(k, slot, args, output)
+
+    def _measure(self, k: int, slot: Slot, args: tuple[Any, ...], output: Any) -> None:
+        """The family's probe on the live tensors; the module calls it makes are not recorded."""
+        outs = self.outputs[k]
+        if outs and outs[0][3].type == "meta":  # meta tensors have no values
+            return
+        assert slot.probe is not None
+        self.live = False
+        try:
+            with torch._C.DisableTorchFunction():
+                found = slot.probe.after(slot.module, args, output, self._states.pop(k, None))
+                defer = self.capture.defer
+                self.measures[k] = {key: defer(v) if isinstance(v, torch.Tensor) else v for key, v in found.items()}
+        except Exception as exc:
+            self._warn(f"{slot.name}: measuring {type(slot.module).__name__} for its checks failed: {exc!r}")
+        finally:
+            self.live = True
+
+    def _fail(self, k: int, exc: BaseException, args: tuple[Any, ...]) -> None:
+        """The call raised: remember where (with its inputs, to say what the layer
+        expected of them), and close it and any call left open inside it."""
+        self._pop_to(k)
+        self.errors[k] = exc
+        self.failed_args[k] = args
+        if self._last_done >= 0:
+            self.after[k] = self._last_done
+        self.failed.append(k)
+        self._states.pop(k, None)
+
+    def _pop_to(self, k: int) -> None:
+        """Close call `k` and any call still open inside it."""
+        stack = self._stack
+        while stack:
+            top = stack.pop()
+            paused = self._paused.pop(top, None)
+            if paused is not None:
+                torch._C._push_on_torch_function_stack(paused)
+            if top == k:
+                return
+
+    def _capture(self, obj: Any, into: list[tuple[Any, ...]], k: int, side: int) -> Tensors:
+        """Record the tensors of `obj` into `into` (one tuple each) and its other
+        leaves as noted types; returns the tensors with their paths."""
+        tensors: Tensors
+        if isinstance(obj, torch.Tensor):  # the common cases first, without the general walk
+            tensors = [("", obj)]
+        elif type(obj) is tuple and len(obj) <= 16 and all(isinstance(a, torch.Tensor) for a in obj):
+            tensors = list(zip(_PATHS, obj, strict=False))
+        else:
+            tensors = []
+            others: list[tuple[str, str]] = []
+            flatten(obj, tensors, others)
+            if others:
+                self.others.setdefault(k, ([], []))[side].extend(others)
+        take = self.capture.take
+        where = self.slots[self.mods[k]].name
+        for path, t in tensors:
+            into.append(take(path, t, where))
+        return tensors
+
+    # -- ops between modules ------------------------------------------------------
 
     def on_op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """A torch function ran (from `OpCapture`): record it when the model's own
         code between modules ran it."""
-        if self.flow is None or not self._stack or threading.get_ident() != self._thread:
+        if self.flow is None or not self._stack or not self.live or threading.get_ident() != self._thread:
             return
-        call = self._stack[-1]
-        if call.info.leaf:
+        k = self._stack[-1]
+        if self.slots[self.mods[k]].leaf:
             return
         try:
             with torch._C.DisableTorchFunction():
-                if self.flow.op(func, args, kwargs, out, call.index):
-                    call.inner = True
+                if self.flow.op(func, args, kwargs, out, k):
+                    self._inner.add(k)
         except Exception as exc:
             self._warn(f"recording the operation {getattr(func, '__name__', func)} failed: {exc!r}")
-
-    # -- recording --------------------------------------------------------------
-
-    def _enter(self, module: nn.Module, info: ModuleInfo, args: tuple[Any, ...]) -> None:
-        key = id(module)
-        index = self._counts.get(key, 0)
-        self._counts[key] = index + 1
-        parent = self._stack[-1] if self._stack else None
-        call = Call(module, info, index, len(self.calls), parent.index if parent else None)
-        call.args = args
-        self.calls.append(call)
-        self._stack.append(call)
-        tensors = self._capture(args, call.inputs, call.other_inputs, info.name)
-        if parent is None:  # the model's own keywords are known up front
-            tensors += self._capture(self._root_kwargs, call.inputs, call.other_inputs, info.name)
-        if self.flow is not None:
-            if parent is None:
-                for path, t in tensors:
-                    self.flow.produced([(path, t)], NodeRef("input", path), only_new=True)
-            else:
-                parent.inner = True
-            self.flow.consumed(tensors, NodeRef.call(call.index))
-        if info.probe is not None and info.probe.before is not None:
-            call.probe_state = info.probe.before(module, args)
-        if info.leaf and self.mode is not None:
-            call.paused = _pause(self.mode)
-
-    def _leave(self, call: Call, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-        name = call.info.name
-        outermost = not self._stack  # the model's call: its keywords are recorded already
-        if kwargs and not outermost:
-            keywords = self._capture(kwargs, call.inputs, call.other_inputs, name)
-            if self.flow is not None:
-                self.flow.consumed(keywords, NodeRef.call(call.index))
-        outs = self._capture(output, call.outputs, call.other_outputs, name)
-        if self.flow is not None:
-            self.flow.produced(outs, NodeRef.call(call.index), only_new=call.inner)
-            if outermost:
-                for path, t in outs:
-                    self.flow.consumed([(path, t)], NodeRef("output", path))
-        call.args = None
-        probe = call.info.probe
-        if probe is not None and not (call.outputs and call.outputs[0].device == "meta"):  # meta: no values
-            try:
-                found = probe.after(call.module, args, output, call.probe_state)
-            except Exception as exc:
-                self._warn(f"{name}: measuring {type(call.module).__name__} for its checks failed: {exc!r}")
-                return
-            finally:
-                call.probe_state = None
-            for key, value in found.items():
-                call.measures[key] = self.capture.defer(value) if isinstance(value, torch.Tensor) else value
-
-    def _capture(
-        self, obj: Any, into: list[TensorInfo], others: list[tuple[str, str]], name: str
-    ) -> list[tuple[str, torch.Tensor]]:
-        """Flatten `obj`, record its tensors into `into` and other leaves into
-        `others`; returns the tensors with their paths."""
-        tensors: list[tuple[str, torch.Tensor]] = []
-        if isinstance(obj, torch.Tensor):  # the common cases first, without the general walk
-            tensors.append(("", obj))
-        elif type(obj) is tuple and len(obj) <= len(_PATHS) and all(isinstance(a, torch.Tensor) for a in obj):
-            tensors.extend(zip(_PATHS, obj, strict=False))
-        else:
-            flatten(obj, tensors, others)
-        tensor = self.capture.tensor
-        for p, t in tensors:
-            into.append(tensor(p, t, name))
-        return tensors
-
-    def _pop(self, module: nn.Module) -> Call | None:
-        """Close the innermost open call of `module` (and any left open inside it)."""
-        for i in range(len(self._stack) - 1, -1, -1):
-            if self._stack[i].module is module:
-                call = self._stack[i]
-                for closing in reversed(self._stack[i:]):
-                    if closing.paused is not None:
-                        torch._C._push_on_torch_function_stack(closing.paused)
-                        closing.paused = None
-                del self._stack[i:]
-                return call
-        return None
-
-    def _stranger(self, module: nn.Module) -> ModuleInfo:
-        """A module called inside the forward that is not registered in the model."""
-        info = self._unregistered.get(id(module))
-        if info is None:
-            parent = self._stack[-1].info
-            kind = type(module).__name__
-            prefix = f"{parent.name}." if parent.name else ""
-            same = sum(1 for i in self._unregistered.values() if i.name.startswith(f"{prefix}<{kind}"))
-            name = f"{prefix}<{kind}>" if not same else f"{prefix}<{kind}:{same}>"
-            probe = _probe(module) if self._probes else None
-            info = ModuleInfo(name, parent.depth + 1, probe, not module._modules, registered=False)
-            self._unregistered[id(module)] = info
-            self._warn(
-                f"{name}: a {kind} was called inside {parent.name or 'the model'} but is not registered "
-                "as a submodule (kept in a plain list or dict, or created in forward?): its parameters "
-                "are invisible to model.parameters(), optimizers and state_dict"
-            )
-        return info
 
     def _warn(self, text: str) -> None:
         if text not in self.warnings:
             self.warnings.append(text)
 
 
-def _probe(module: nn.Module) -> Probe | None:
-    probe: Probe | None = REGISTRY.coverage(type(module)).hook("probe")
-    return probe
+def _eager_call(module: nn.Module) -> Callable[..., Any]:
+    """What runs `module` eagerly: its own `_call_impl` (hooks, then forward), or
+    for a `torch.compile` wrapper the original module itself (never dynamo)."""
+    if type(module).__name__ == "OptimizedModule":
+        original = module.__dict__["_modules"].get("_orig_mod")
+        if isinstance(original, nn.Module):
+            return original.__call__
+    return module._call_impl  # type: ignore[no-any-return]
 
 
 def _pause(mode: Any) -> Any:

@@ -54,14 +54,16 @@ class _Seen:
 
 
 class _Pending:
-    """Handles of one tensor's on-device reductions, resolved by `finalize`."""
+    """Handles of one tensor's on-device reductions, resolved by `finalize` into `stats`."""
 
-    __slots__ = ("counts", "numel", "vec")
+    __slots__ = ("counts", "numel", "stats", "vec", "waiting")
 
     def __init__(self, vec: Deferred, counts: Deferred, numel: int) -> None:
         self.vec = vec
         self.counts = counts
         self.numel = numel
+        self.stats: TensorStats | None = None
+        self.waiting: list[TensorInfo] = []  # infos made before `finalize` (see `Capture.tensor`)
 
 
 Stats = TensorStats | _Pending | None
@@ -72,32 +74,54 @@ class Capture:
 
     def __init__(self, values: ValuesMode, max_bytes: int = DEFAULT_MAX_BYTES, sample: int | None = None) -> None:
         self.values = values
-        self.sample = sample  # see stats.cpu_stats: sampled mean/std/zeros for large tensors
+        self.sample = sample  # see tensor_stats.cpu_stats: sampled mean/std/zeros for large tensors
         self.max_bytes = max_bytes
         self.bytes_kept = 0
         self.warnings: list[str] = []
         self._deferred: list[torch.Tensor] = []
         self._resolved: list[np.ndarray] = []
-        self._pending: list[tuple[TensorInfo, _Pending]] = []
+        self._pending: list[_Pending] = []
         self._seen: dict[int, _Seen] = {}
 
     # -- hot path -------------------------------------------------------------
 
-    def tensor(self, path: str, t: torch.Tensor, where: str) -> TensorInfo:
-        """Record one tensor seen at `where` (a layer name, for warnings)."""
-        info = TensorInfo(path, _shape(t), dtype_name(t.dtype), _device_name(t.device), t.requires_grad)
+    def take(self, path: str, t: torch.Tensor, where: str) -> tuple[Any, ...]:
+        """One tensor seen at `where` (a layer name, for warnings), as the tuple
+        `(path, shape, dtype, device, requires_grad, stats, value)`; `info` turns it
+        into a `TensorInfo` once the trace is over."""
+        try:
+            shape: Any = t.shape
+        except RuntimeError:  # nested tensors with ragged dimensions
+            shape = ()
         if self.values is None:
-            return info
+            return (path, shape, t.dtype, t.device, t.requires_grad, None, None)
         seen = self._lookup(t)
         if seen is None:
             value = self._copy(t, where) if self.values == "full" else None
             seen = self._remember(t, self._launch_stats(t), value)
-        if isinstance(seen.stats, _Pending):
-            self._pending.append((info, seen.stats))
+        return (path, shape, t.dtype, t.device, t.requires_grad, seen.stats, seen.value)
+
+    def tensor(self, path: str, t: torch.Tensor, where: str) -> TensorInfo:
+        """One tensor as a `TensorInfo` at once (statistics still pending on a device
+        until `finalize`)."""
+        entry = self.take(path, t, where)
+        info = TensorInfo(path, _shape_of(entry[1]), dtype_name(entry[2]), _device_name(entry[3]), entry[4])
+        stats = entry[5]
+        if isinstance(stats, _Pending):
+            stats.waiting.append(info)
         else:
-            info.stats = seen.stats
-        info.value = seen.value
+            info.stats = stats
+        info.value = entry[6]
         return info
+
+    @staticmethod
+    def info(entry: tuple[Any, ...]) -> TensorInfo:
+        """The `TensorInfo` of a `take` tuple, after `finalize`."""
+        stats = entry[5]
+        if isinstance(stats, _Pending):
+            stats = stats.stats
+        return TensorInfo(entry[0], _shape_of(entry[1]), dtype_name(entry[2]), _device_name(entry[3]), entry[4],
+                          stats, entry[6])  # fmt: skip
 
     def defer(self, t: torch.Tensor) -> Deferred | float | list[float] | None:
         """A small tensor's host value: at once for a CPU tensor (reading it costs
@@ -134,9 +158,11 @@ class Capture:
                 resolved[i] = host[offset : offset + part.numel()]
                 offset += part.numel()
         self._resolved = resolved
-        for info, p in self._pending:
+        for p in self._pending:
             vec, counts = self._resolved[p.vec.index].tolist(), self._resolved[p.counts.index].tolist()
-            info.stats = host_stats(vec, counts, p.numel)
+            p.stats = host_stats(vec, counts, p.numel)
+            for info in p.waiting:
+                info.stats = p.stats
         self._deferred.clear()
         self._pending.clear()
         self._seen.clear()
@@ -171,7 +197,9 @@ class Capture:
         if self._reads_are_free(x.device):
             return cpu_stats(x, self.sample)
         vec, counts = device_reductions(x)
-        return _Pending(self._enqueue(vec), self._enqueue(counts), x.numel())
+        pending = _Pending(self._enqueue(vec), self._enqueue(counts), x.numel())
+        self._pending.append(pending)
+        return pending
 
     def _copy(self, t: torch.Tensor, where: str) -> np.ndarray | None:
         """A CPU numpy copy of `t`, unless that would pass the `max_bytes` budget."""
@@ -204,11 +232,12 @@ def _device_name(device: torch.device) -> str:
     return name
 
 
-def _shape(t: torch.Tensor) -> tuple[int, ...]:
+def _shape_of(shape: Any) -> tuple[int, ...]:
+    """A recorded `torch.Size` as plain ints (symbolic sizes of jagged tensors as -1)."""
     try:
-        return tuple(t.shape)
-    except RuntimeError:  # nested tensors with ragged dimensions
-        return ()
+        return tuple(int(d) for d in shape)
+    except (TypeError, RuntimeError, ValueError):
+        return tuple(d if isinstance(d, int) else -1 for d in shape)
 
 
 def _has_values(t: torch.Tensor) -> bool:

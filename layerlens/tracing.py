@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import threading
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -24,13 +25,14 @@ from typing_extensions import Unpack
 from ._version import __version__
 from .data_flow import Flow, OpCapture
 from .errors import LayerlensWarning, TraceError
-from .failure import expected_by, failure_message, first_line
+from .failure import expected_by, failure_message, first_line, input_hint
 from .inputs import check_inputs, positional_inputs
 from .layers.registry import REGISTRY, Coverage, InspectorOverrides
 from .model_index import ModelIndex
-from .model_state import StateGuard
+from .model_state import Restored, StateGuard
 from .options import TraceKeywords, TraceOptions
-from .recorder import Call, Recorder
+from .model_plan import plan, strangers_called
+from .recorder import Recorder
 from .records import Check, LayerRecord
 from .tensor_capture import Capture
 from .trace import Trace, TraceMeta
@@ -64,37 +66,44 @@ def trace(
     return _trace(model, x, dict(kwargs or {}), opts)
 
 
+# One trace at a time in a process: a trace changes process-wide state for its
+# duration (the RNG streams, PyTorch's fused fast-path switch), which two
+# concurrent traces would restore over each other. Re-entrant, so a forward
+# may trace something itself.
+_ONE_AT_A_TIME = threading.RLock()
+
+
 def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOptions) -> Trace:
     """`trace` once its arguments are checked."""
+    model, notes = _unwrapped(model)
     original = model
-    model, index, notes = _traceable(model)
+    model, index, lazy = _traceable(model)
+    notes += lazy
     args = positional_inputs(x, opts.input_size, opts.dtypes, model, opts.seed)
     check_inputs(args, root_kwargs)
-    REGISTRY.resolve_pending()
-
-    capture = Capture(opts.values, opts.max_bytes)
-    flow = Flow() if opts.ops else None
-    recorder = Recorder(model, index.named, capture, root_kwargs, probes=opts.values is not None, flow=flow)
-    guard = StateGuard(index.named, opts.snapshot_params, opts.mode)
-    failure: Exception | None = None
-    try:
-        if opts.mode is not None:
-            model.train(opts.mode == "train")
-        with _family_contexts(index):
-            failure = _run(model, args, root_kwargs, recorder, opts.grad)
-        if flow is not None:
-            flow.release()
-        capture.finalize()
-        records, broken = _build_records(recorder, capture, index, opts.inspectors)
-    finally:
-        recorder.remove()
-        unrestorable = guard.restore()
-    notes += recorder.warnings + capture.warnings + broken
-    if unrestorable and model is original:
-        notes.append(
-            f"the forward edited parameters in place ({', '.join(unrestorable)}); they could not be "
-            "restored: trace with snapshot_params=True to have them restored"
-        )
+    with _ONE_AT_A_TIME:
+        REGISTRY.resolve_pending()
+        capture = Capture(opts.values, opts.max_bytes)
+        flow = Flow() if opts.ops else None
+        slots, strangers = plan(index)
+        recorder = Recorder(slots, capture, root_kwargs, probes=opts.values is not None, flow=flow)
+        guard = StateGuard(index.named, opts.snapshot_params)
+        failure: BaseException | None = None
+        try:
+            if opts.mode is not None:  # the flags themselves: a train() override's side effects would stay
+                for _, m in index.named:
+                    m.training = opts.mode == "train"
+            with _family_contexts(index):
+                failure = _run(model, args, root_kwargs, recorder, opts.grad)
+            if flow is not None:
+                flow.release()
+            capture.finalize()
+            records, broken = _build_records(recorder, capture, index, opts.inspectors)
+        finally:
+            recorder.remove()
+            restored = guard.restore()
+    notes += strangers_called(strangers, recorder) + recorder.warnings + capture.warnings + broken
+    notes += _restore_notes(restored, model is original)
     result = Trace(
         records,
         _meta(model, index, opts),
@@ -103,9 +112,38 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
         edges=flow.edges if flow is not None else (),
     )
     if failure is not None:
-        raise _trace_error(result, recorder, failure) from failure
+        if not isinstance(failure, Exception):  # KeyboardInterrupt, SystemExit: the model is restored, go on
+            raise failure
+        raise _trace_error(result, recorder, failure, input_hint(args, root_kwargs)) from failure
     _emit(result.warnings)
     return result
+
+
+def _restore_notes(restored: Restored, own_model: bool) -> list[str]:
+    """What the restore could not make exactly as before, said plainly."""
+    if not own_model:  # a copy was traced (lazy modules): the model itself was never touched
+        return []
+    notes = [f"could not restore the model exactly: {p}" for p in restored.problems]
+    if restored.edited_params:
+        notes.append(
+            f"the forward edited parameters in place ({', '.join(restored.edited_params)}); they could not be "
+            "restored: trace with snapshot_params=True to have them restored"
+        )
+    return notes
+
+
+def _unwrapped(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """A `torch.compile`d model is traced through the module it wraps, eagerly:
+    dynamo never sees layerlens, and the compiled model is left as it was."""
+    original = getattr(model, "_orig_mod", None)
+    if type(model).__name__ == "OptimizedModule" and isinstance(original, nn.Module):
+        note = (
+            f"a torch.compile'd {type(original).__name__}: traced through its original module, eagerly "
+            "(the compiled code was not run; its numbers can differ from the eager ones in the last bits)"
+        )
+        inner, more = _unwrapped(original)
+        return inner, [note, *more]
+    return model, []
 
 
 @contextlib.contextmanager
@@ -154,8 +192,9 @@ def _uninitialized(module: nn.Module) -> bool:
 
 def _run(
     model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], recorder: Recorder, grad: bool
-) -> Exception | None:
-    """One forward with the recorder installed; returns the exception it raised."""
+) -> BaseException | None:
+    """One forward with the recorder installed; returns what it raised (a
+    KeyboardInterrupt included: the caller restores the model, then re-raises)."""
     recorder.install()
     catching: Any = contextlib.nullcontext()
     if recorder.flow is not None:
@@ -166,7 +205,7 @@ def _run(
                 model(*args, **kwargs)
             finally:
                 recorder.close()  # before the mode exits, so it finds itself on top of the stack
-    except Exception as exc:
+    except BaseException as exc:
         return exc
     finally:
         recorder.remove()
@@ -179,29 +218,43 @@ def _build_records(
     """One LayerRecord per call, inspected; and notes about inspectors that broke."""
     records: list[LayerRecord] = []
     broken: list[str] = []
-    for call in recorder.calls:
-        total, trainable = index.param_counts(call.module)
+    counts: dict[int, int] = {}
+    info, resolve = capture.info, capture.resolve
+    slots = recorder.slots
+    for k, i in enumerate(recorder.mods):
+        slot = slots[i]
+        module = slot.module
+        call_index = counts.get(i, 0)
+        counts[i] = call_index + 1
+        total, trainable = index.param_counts(module)
+        others = recorder.others.get(k, ((), ()))
+        error = recorder.errors.get(k)
+        parent = recorder.parents[k]
         record = LayerRecord(
-            name=call.info.name,
-            type_name=type(call.module).__name__,
-            depth=call.info.depth,
-            call_index=call.call_index,
-            inputs=tuple(call.inputs),
-            outputs=tuple(call.outputs),
+            name=slot.name,
+            type_name=_type_name(module),
+            depth=slot.depth,
+            call_index=call_index,
+            inputs=tuple(info(e) for e in recorder.inputs[k]),
+            outputs=tuple(info(e) for e in recorder.outputs[k]),
             num_params=total,
             trainable_params=trainable,
-            training=call.training,
-            registered=call.info.registered,
-            type_path=_type_path(type(call.module)),
-            other_inputs=tuple(call.other_inputs),
-            other_outputs=tuple(call.other_outputs),
-            error=_describe(call.error) if call.error is not None else None,
-            parent=call.parent,
-            measures={k: capture.resolve(v) for k, v in call.measures.items()},
+            training=recorder.training[k],
+            registered=slot.registered,
+            type_path=_type_path(type(module)),
+            other_inputs=tuple(others[0]),
+            other_outputs=tuple(others[1]),
+            error=_describe(error) if error is not None else None,
+            parent=parent if parent >= 0 else None,
+            measures={key: resolve(v) for key, v in recorder.measures.get(k, {}).items()},
         )
-        note = _inspect(call.module, record, REGISTRY.coverage(type(call.module)), overrides)
-        if note and note not in broken:
-            broken.append(note)
+        if isinstance(module, torch.jit.ScriptModule):
+            record.details["torchscript"] = True
+            record.family = "torchscript"
+        else:
+            note = _inspect(module, record, REGISTRY.coverage(type(module)), overrides)
+            if note and note not in broken:
+                broken.append(note)
         records.append(record)
     return records, broken
 
@@ -269,6 +322,13 @@ def _plain(value: Any) -> Any:
 _TYPE_PATHS: dict[type, tuple[str, ...]] = {}
 
 
+def _type_name(module: nn.Module) -> str:
+    """The class name, or for a TorchScript module the name of the class it was scripted from."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return str(getattr(module, "original_name", type(module).__name__))
+    return type(module).__name__
+
+
 def _type_path(cls: type) -> tuple[str, ...]:
     path = _TYPE_PATHS.get(cls)
     if path is None:
@@ -318,32 +378,35 @@ def _positional_names(model: nn.Module) -> tuple[str, ...]:
     return _NAMES[forward]
 
 
-def _trace_error(partial: Trace, recorder: Recorder, error: Exception) -> TraceError:
+def _trace_error(partial: Trace, recorder: Recorder, error: Exception, hint: str | None) -> TraceError:
     """Find the innermost call that raised this error and explain it."""
-    call = _failing_call(recorder.failed, error)
-    if call is None:
+    k = _failing_call(recorder, error)
+    if k is None:
         partial.error = f"forward failed before any module ran: {_describe(error)}"
+        if hint:
+            partial.error += f"\n  hint: {hint}"
         return TraceError(partial.error, partial, None)
-    record = partial.records[call.index]
-    expected = expected_by(call.module, call.args or ())
+    record = partial.records[k]
+    expected = expected_by(recorder.slots[recorder.mods[k]].module, recorder.failed_args.get(k, ()))
     if expected:
         record.details["expected"] = expected
-    last = partial.records[call.after] if call.after is not None else None
-    partial.error = failure_message(record, error, expected, last)
+    after = recorder.after.get(k)
+    last = partial.records[after] if after is not None else None
+    partial.error = failure_message(record, error, expected, last, hint)
     return TraceError(partial.error, partial, record)
 
 
-def _failing_call(failed: list[Call], error: BaseException) -> Call | None:
+def _failing_call(recorder: Recorder, error: BaseException) -> int | None:
     """The first (innermost) failed call whose exception is, or led to, `error`."""
     chain: list[BaseException] = []
     e: BaseException | None = error
     while e is not None and len(chain) < 16:
         chain.append(e)
         e = e.__cause__ or e.__context__
-    for call in failed:
-        if any(call.error is c for c in chain):
-            return call
-    return failed[-1] if failed else None
+    for k in recorder.failed:
+        if any(recorder.errors[k] is c for c in chain):
+            return k
+    return recorder.failed[-1] if recorder.failed else None
 
 
 def _emit(notes: list[str]) -> None:

@@ -115,8 +115,6 @@ def test_not_a_module() -> None:
     ("kwargs", "message"),
     [
         ({"x": np.ones((2, 6))}, r"input 0 is a numpy.ndarray; convert it with torch.from_numpy"),
-        ({"x": "abcde"}, r"inputs contain no tensor \(got str\)"),
-        ({"x": [1, 2, 3]}, r"inputs contain no tensor"),
         ({}, r"needs inputs"),
         ({"x": torch.ones(1), "input_size": (2, 3)}, r"not both"),
         ({"x": torch.ones(1), "kwargs": [1]}, r"kwargs must be a dict"),
@@ -133,6 +131,44 @@ def test_bad_inputs(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises((TypeError, ValueError), match=message):
         ll.trace(model, **kwargs)  # type: ignore[arg-type]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize(
+    ("x", "hint"),
+    [
+        ("abcde", r"hint: the inputs contain no tensor \(got str\)"),
+        ([1, 2, 3], r"hint: input 0 is a list of 3 items, passed to forward as one argument: pass a tuple"),
+        ([torch.ones(2, 6, dtype=torch.long)], r"input 0 is a list of 1 item,"),
+    ],
+)
+def test_inputs_the_model_cannot_take_fail_in_the_model_with_a_hint(x: object, hint: str) -> None:
+    """A forward may take no tensor at all, so layerlens does not refuse such inputs
+    up front: the model's own error, at its layer, comes with the hint."""
+    model = build_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ll.TraceError, match=hint):
+        ll.trace(model, x)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_forwards_without_tensors_trace() -> None:
+    class NoArgs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(2, 2)
+            self.register_buffer("seed", torch.ones(1, 2))
+
+        def forward(self) -> torch.Tensor:
+            return self.proj(self.seed)
+
+    class Config(nn.Module):
+        def forward(self, config: dict[str, int]) -> int:
+            return len(config)
+
+    assert [r.name for r in ll.trace(NoArgs())] == ["", "proj"]
+    assert [r.name for r in ll.trace(NoArgs(), ())] == ["", "proj"]
+    t = ll.trace(Config(), ({},))
+    assert len(t) == 1 and t[0].other_outputs == (("", "int"),) and t.ok
 
 
 def test_broken_custom_inspector_becomes_a_warning_not_a_crash() -> None:

@@ -373,11 +373,6 @@ def batchnorm_mode_alert(module: nn.Module, model_training: bool) -> tuple[str, 
     return None
 
 
-def reads_running_stats_in_eval(module: Any, training: bool) -> bool:
-    """In eval mode BatchNorm and InstanceNorm only read their running statistics."""
-    return not training
-
-
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
              nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)  # fmt: skip
 _IN_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
@@ -386,10 +381,9 @@ _PROBE = Probe(_norm_reference)
 _COLOR = "#fbeaa5"
 FAMILIES = (
     LayerFamily("batch_norm", _BN_TYPES, inspect=inspect_norm, probe=_PROBE, expect=expect_norm,
-                reference=reference_norm, mode_alert=batchnorm_mode_alert,
-                keeps_buffers=reads_running_stats_in_eval, color=_COLOR),
+                reference=reference_norm, mode_alert=batchnorm_mode_alert, color=_COLOR),
     LayerFamily("instance_norm", _IN_TYPES, inspect=inspect_norm, probe=_PROBE, expect=expect_norm,
-                reference=reference_norm, keeps_buffers=reads_running_stats_in_eval, color=_COLOR),
+                reference=reference_norm, color=_COLOR),
     LayerFamily("norm", (nn.LayerNorm, nn.GroupNorm, *_RMS), inspect=inspect_norm, probe=_PROBE,
                 expect=expect_norm, reference=reference_norm, color=_COLOR),
 )  # fmt: skip

@@ -86,9 +86,6 @@ class LayerFamily:
       non-zero inputs zeroed), `p`; floats or 0-d device tensors.
     - `mode_alert(module, model_training)`: a mode mistake worth an alert, as
       `(kind, sentence)`, e.g. a Dropout left in training mode during evaluation.
-    - `keeps_buffers(module, training)`: True when the forward leaves the
-      module's buffers untouched in that mode, so a trace need not copy them
-      to restore them (a BatchNorm in eval mode only reads its statistics).
     - `during_trace()`: a context entered for every trace of a model holding
       such a layer (e.g. turn a fused fast path off so submodules are called).
     - `index_limit(module)`: the largest integer input the layer accepts + 1,
@@ -106,7 +103,6 @@ class LayerFamily:
     reference: Reference | None = None
     health: Health | None = None
     mode_alert: ModeAlert | None = None
-    keeps_buffers: Callable[..., bool] | None = None  # (module, training)
     during_trace: Callable[[], AbstractContextManager[Any]] | None = None
     index_limit: Callable[..., int | None] | None = None  # (module)
     color: str | None = None

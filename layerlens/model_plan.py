@@ -1,0 +1,90 @@
+"""Which modules a trace records, decided before the forward runs.
+
+Every module in `model.named_modules()` is recorded, except inside a
+TorchScript module (its submodules run inside TorchScript, not through
+Python: the scripted module is one opaque call). Modules a model keeps in a
+plain list, tuple, dict or set attribute (instead of an `nn.ModuleList` or
+`nn.ModuleDict`) are recorded too, flagged as unregistered: their parameters
+are invisible to `model.parameters()`, optimizers and `state_dict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from .model_index import ModelIndex
+from .recorder import Recorder, Slot
+
+# How deep plain containers are searched for modules (a list of lists of modules is found).
+_CONTAINER_DEPTH = 2
+
+
+def plan(index: ModelIndex) -> tuple[list[Slot], list[int]]:
+    """The slots to record, and the positions of the unregistered ones."""
+    slots: list[Slot] = []
+    opaque: list[str] = []
+    for name, m in index.named:
+        if any(name.startswith(prefix) for prefix in opaque):
+            continue
+        script = isinstance(m, torch.jit.ScriptModule)
+        if script:
+            opaque.append(f"{name}." if name else "")
+        slots.append(Slot(m, name, name.count(".") + 1 if name else 0, script or not m._modules))
+    known = {id(s.module) for s in slots}
+    strangers = []
+    for slot in list(slots):
+        for found in _unregistered(slot.module, known):
+            known.add(id(found))
+            prefix = f"{slot.name}." if slot.name else ""
+            kind = type(found).__name__
+            same = sum(1 for s in slots if s.name.startswith(f"{prefix}<{kind}"))
+            name = f"{prefix}<{kind}>" if not same else f"{prefix}<{kind}:{same}>"
+            strangers.append(len(slots))
+            slots.append(Slot(found, name, slot.depth + 1, not found._modules, registered=False))
+    return slots, strangers
+
+
+def _unregistered(module: nn.Module, known: set[int]) -> Iterator[nn.Module]:
+    """Modules held in plain containers among `module`'s attributes."""
+    for key, value in vars(module).items():
+        if key.startswith("_") or isinstance(value, nn.Module):
+            continue
+        yield from _modules_in(value, known, _CONTAINER_DEPTH)
+
+
+def _modules_in(value: Any, known: set[int], depth: int) -> Iterator[nn.Module]:
+    if isinstance(value, nn.Module):
+        if id(value) not in known:
+            yield value
+        return
+    if depth == 0:
+        return
+    if isinstance(value, dict):
+        items: Any = value.values()
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = value
+    else:
+        return
+    for item in items:
+        yield from _modules_in(item, known, depth - 1)
+
+
+def strangers_called(strangers: list[int], recorder: Recorder) -> list[str]:
+    """A warning for each unregistered module that was called."""
+    called = set(recorder.mods)
+    notes = []
+    for i in strangers:
+        if i not in called:
+            continue
+        slot = recorder.slots[i]
+        parent = slot.name.rpartition(".")[0] if "." in slot.name else ""
+        notes.append(
+            f"{slot.name}: a {type(slot.module).__name__} was called inside {parent or 'the model'} but is not "
+            "registered as a submodule (kept in a plain list or dict?): its parameters are invisible to "
+            "model.parameters(), optimizers and state_dict"
+        )
+    return notes
