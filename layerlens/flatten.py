@@ -1,7 +1,8 @@
 """Flatten the arguments and results of a module call into tensor leaves.
 
 Tuples, lists, namedtuples, dicts and dataclasses are walked in order; a
-`PackedSequence` contributes its `data` and `batch_sizes`; anything else that
+`PackedSequence` contributes its `data`, `batch_sizes` and (when set) its
+`sorted_indices` and `unsorted_indices`; anything else that
 is not a tensor is noted by its type name instead of being walked.
 """
 
@@ -35,6 +36,10 @@ def flatten(
     elif isinstance(obj, PackedSequence):
         tensors.append((_join(path, "data"), obj.data))
         tensors.append((_join(path, "batch_sizes"), obj.batch_sizes))
+        for key in ("sorted_indices", "unsorted_indices"):
+            index = getattr(obj, key)
+            if index is not None:
+                tensors.append((_join(path, key), index))
     elif isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple: name the fields
         for key, item in zip(obj._fields, obj, strict=False):
             flatten(item, tensors, others, _join(path, key), depth + 1)

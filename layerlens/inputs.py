@@ -35,7 +35,7 @@ def positional_inputs(x: Any, input_size: Any, dtypes: Any, model: nn.Module, se
         return random_inputs(input_size, dtypes, model, seed)
     if dtypes is not None:
         raise TypeError("dtypes=... goes with input_size=...; x already has its dtypes")
-    return x if isinstance(x, tuple) else (x,)
+    return x if type(x) is tuple else (x,)  # a namedtuple (a PackedSequence) is one input
 
 
 def check_inputs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:

@@ -51,8 +51,7 @@ class Slot:
 class Recorder:
     """Records the calls of one model's modules between `install` and `remove`."""
 
-    def __init__(self, slots: list[Slot], capture: Capture, root_kwargs: dict[str, Any], probes: bool,
-                 flow: Flow | None = None) -> None:  # fmt: skip
+    def __init__(self, slots: list[Slot], capture: Capture, probes: bool, flow: Flow | None = None) -> None:
         self.slots = slots
         self.capture = capture
         self.flow = flow
@@ -72,7 +71,6 @@ class Recorder:
         self.failed: list[int] = []
         self.failed_args: dict[int, tuple[Any, ...]] = {}
         self.live = False
-        self._root_kwargs = root_kwargs
         self._stack: list[int] = []
         self._inner: set[int] = set()  # calls with a module call or op inside
         self._states: dict[int, Any] = {}  # probe `before` results, by call
@@ -130,7 +128,7 @@ class Recorder:
             except BaseException as exc:
                 fail(k, exc, args)
                 raise
-            leave(k, args, out)
+            leave(k, args, kwargs, out)
             return out
 
         return recording_call
@@ -164,14 +162,11 @@ class Recorder:
             self._capture(args, ins, k, 0)
             if kwargs:
                 self._capture(kwargs, ins, k, 0)
-            elif parent < 0 and self._root_kwargs:
-                self._capture(self._root_kwargs, ins, k, 0)
         else:
             with torch._C.DisableTorchFunction():  # our own torch calls are not the model's ops
                 tensors = self._capture(args, ins, k, 0)
-                extra = kwargs or (self._root_kwargs if parent < 0 else None)
-                if extra:
-                    tensors += self._capture(extra, ins, k, 0)
+                if kwargs:
+                    tensors += self._capture(kwargs, ins, k, 0)
                 if parent < 0:
                     for path, t in tensors:
                         flow.produced([(path, t)], NodeRef("input", path), only_new=True)
@@ -180,21 +175,21 @@ class Recorder:
                 flow.consumed(tensors, NodeRef.call(k))
         probe = slot.probe
         if probe is not None and probe.before is not None:
-            self._states[k] = probe.before(slot.module, args)
+            self._states[k] = probe.before(slot.module, args, kwargs)
         if slot.leaf and self.mode is not None:
             paused = _pause(self.mode)
             if paused is not None:
                 self._paused[k] = paused
 
-    def _leave(self, k: int, args: tuple[Any, ...], output: Any) -> None:
+    def _leave(self, k: int, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         self._pop_to(k)
         try:
-            self._record_leave(k, args, output)
+            self._record_leave(k, args, kwargs, output)
         except Exception as exc:
             self._warn(f"recording the outputs of {self.slots[self.mods[k]].name or 'the model'} failed: {exc!r}")
         self._last_done = k
 
-    def _record_leave(self, k: int, args: tuple[Any, ...], output: Any) -> None:
+    def _record_leave(self, k: int, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         outs = self.outputs[k]
         flow = self.flow
         if flow is None:
@@ -208,9 +203,9 @@ class Recorder:
                         flow.consumed([(path, t)], NodeRef("output", path))
         slot = self.slots[self.mods[k]]
         if slot.probe is not None:
-            self._measure(k, slot, args, output)
+            self._measure(k, slot, args, kwargs, output)
 
-    def _measure(self, k: int, slot: Slot, args: tuple[Any, ...], output: Any) -> None:
+    def _measure(self, k: int, slot: Slot, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         """The family's probe on the live tensors; the module calls it makes are not recorded."""
         outs = self.outputs[k]
         if outs and outs[0][3].type == "meta":  # meta tensors have no values
@@ -219,7 +214,7 @@ class Recorder:
         self.live = False
         try:
             with torch._C.DisableTorchFunction():
-                found = slot.probe.after(slot.module, args, output, self._states.pop(k, None))
+                found = slot.probe.after(slot.module, args, kwargs, output, self._states.pop(k, None))
                 defer = self.capture.defer
                 self.measures[k] = {key: defer(v) if isinstance(v, torch.Tensor) else v for key, v in found.items()}
         except Exception as exc:

@@ -86,7 +86,7 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
         capture = Capture(opts.values, opts.max_bytes)
         flow = Flow() if opts.ops else None
         slots, strangers = plan(index)
-        recorder = Recorder(slots, capture, root_kwargs, probes=opts.values is not None, flow=flow)
+        recorder = Recorder(slots, capture, probes=opts.values is not None, flow=flow)
         guard = StateGuard(index.named, opts.snapshot_params)
         failure: BaseException | None = None
         try:

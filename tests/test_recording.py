@@ -127,14 +127,18 @@ def test_structured_outputs_are_flattened_in_order() -> None:
     assert t[0].other_outputs == (("n", "int"), ("dist", "Normal"))
 
 
-def test_packed_sequence_records_data_and_batch_sizes() -> None:
+def test_packed_sequence_records_data_batch_sizes_and_both_permutations() -> None:
     gru = nn.GRU(3, 4, batch_first=True)
     packed = pack_padded_sequence(torch.randn(3, 5, 3), torch.tensor([5, 2, 3]), batch_first=True, enforce_sorted=False)
     t = ll.trace(gru, (packed,))
-    assert [i.path for i in t[0].inputs] == ["0.data", "0.batch_sizes"]
-    assert t[0].input_shapes == ((10, 3), (5,))
-    assert t[0].output_shapes == ((10, 4), (5,), (1, 3, 4))
+    assert [i.path for i in t[0].inputs] == ["0.data", "0.batch_sizes", "0.sorted_indices", "0.unsorted_indices"]
+    assert t[0].input_shapes == ((10, 3), (5,), (3,), (3,))
+    assert t[0].output_shapes == ((10, 4), (5,), (3,), (3,), (1, 3, 4))
     assert t[0].details["packed"] is True
+    sorted_stats = t[0].inputs[2].stats
+    assert sorted_stats is not None and (sorted_stats.min, sorted_stats.max) == (0, 2)  # a permutation of the batch
+    assert t[0].checks[0].name == "rnn_final_state" and t[0].checks[0].ok  # each sequence at its own length
+    assert ll.trace(gru, packed).records == t.records  # a PackedSequence passed alone is one input, not a tuple
 
 
 def test_fused_transformer_path_is_opened_up() -> None:

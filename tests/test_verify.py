@@ -159,7 +159,7 @@ def test_layers_without_a_reference_are_listed_unchecked_not_passed() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x * 3
 
-    model = nn.Sequential(nn.Linear(3, 3), Gain(), nn.GELU())
+    model = nn.Sequential(nn.Linear(3, 3), Gain(), nn.Mish())
     report = ll.verify(model, torch.randn(2, 3))
     assert _statuses(report) == {"(root)": "composite", "0": "pass", "1": "unchecked", "2": "unchecked"}
     assert report.ok  # nothing disagreed ...

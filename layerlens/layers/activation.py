@@ -3,6 +3,7 @@ health measures `watch` keeps: dead ReLU units, saturated sigmoid/tanh outputs."
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -43,16 +44,70 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
+def silu(x: np.ndarray) -> np.ndarray:
+    """silu(x) = x * sigmoid(x) (also called swish)."""
+    return x * sigmoid(x)
+
+
+_ERF = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
+    """gelu(x) = x * Phi(x) = x/2 * (1 + erf(x/sqrt(2))); with `approximate="tanh"`,
+    x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))."""
+    if approximate == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1.0 + _ERF(x / math.sqrt(2.0)))
+
+
+def hardsigmoid(x: np.ndarray) -> np.ndarray:
+    """hardsigmoid(x) = min(max(x/6 + 1/2, 0), 1)."""
+    return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+
+
+def hardswish(x: np.ndarray) -> np.ndarray:
+    """hardswish(x) = x * hardsigmoid(x)."""
+    return x * hardsigmoid(x)
+
+
+def leaky_relu(x: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
+    """leaky_relu(x) = x for x >= 0, negative_slope * x below."""
+    return np.where(x >= 0, x, negative_slope * x)
+
+
+def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """elu(x) = x for x > 0, alpha * (exp(x) - 1) below."""
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
+
+
+def numpy_activation(m: nn.Module) -> Any:
+    """The numpy function computing activation module `m`, or None when there is none."""
+    table: tuple[tuple[type, Any], ...] = (
+        (nn.ReLU, relu), (nn.Sigmoid, sigmoid), (nn.Tanh, tanh), (nn.SiLU, silu), (nn.Hardswish, hardswish),
+        (nn.Hardsigmoid, hardsigmoid), (nn.Identity, lambda x: x),
+    )  # fmt: skip
+    if isinstance(m, nn.GELU):
+        return lambda x: gelu(x, m.approximate)
+    if isinstance(m, nn.LeakyReLU):
+        return lambda x: leaky_relu(x, m.negative_slope)
+    if isinstance(m, nn.ELU):
+        return lambda x: elu(x, m.alpha)
+    for cls, fn in table:
+        if type(m) is cls or (isinstance(m, cls) and type(m).forward is cls.forward):
+            return fn
+    return None
+
+
 def reference_activation(m: Any, inputs: tuple[np.ndarray | None, ...], r: LayerRecord) -> Expected:
     """The activation applied to the recorded input."""
     x = first_input(inputs)
     if isinstance(m, nn.Softmax):
         dim = m.dim if m.dim is not None else (0 if x.ndim in (0, 1, 3) else 1)  # PyTorch's legacy choice
         return Expected(softmax(x, axis=dim), by="softmax")
-    for cls, fn in ((nn.ReLU, relu), (nn.Sigmoid, sigmoid), (nn.Tanh, tanh)):
-        if isinstance(m, cls):
-            return Expected(fn(x), by=fn.__name__)
-    raise Unverifiable(f"no numpy reference for {type(m).__name__}")
+    fn = numpy_activation(m)
+    if fn is None:
+        raise Unverifiable(f"no numpy reference for {type(m).__name__}")
+    return Expected(fn(x), by=type(m).__name__.lower())
 
 
 def relu_health(module: nn.Module, x: torch.Tensor | None, y: torch.Tensor) -> dict[str, Any]:
@@ -85,9 +140,11 @@ FAMILIES = (
     LayerFamily("saturating", (nn.Sigmoid, nn.Tanh), reference=reference_activation, health=saturation_health,
                 color=_COLOR),
     LayerFamily("softmax", (nn.Softmax,), reference=reference_activation, color=_COLOR),
-    LayerFamily("activation", tuple(
-        getattr(nn, n) for n in ("GELU", "SiLU", "Mish", "ELU", "SELU", "CELU", "LeakyReLU", "PReLU", "Softplus",
-                                 "Softsign", "Hardtanh", "Hardswish", "Hardsigmoid", "LogSigmoid", "LogSoftmax",
-                                 "Softmin", "Tanhshrink", "Threshold", "GLU", "RReLU") if hasattr(nn, n)
+    LayerFamily("activation", (nn.GELU, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid),
+                reference=reference_activation, color=_COLOR),
+    LayerFamily("other_activation", tuple(
+        getattr(nn, n) for n in ("Mish", "SELU", "CELU", "PReLU", "Softplus", "Softsign", "Hardtanh",
+                                 "LogSigmoid", "LogSoftmax", "Softmin", "Tanhshrink", "Threshold", "GLU", "RReLU")
+        if hasattr(nn, n)
     ), color=_COLOR),
 )  # fmt: skip

@@ -17,7 +17,7 @@ from torch import nn
 from ..records import LayerRecord
 from ._helpers import array, copy_attrs, first_tensor, shape_text
 from .activation import softmax
-from .registry import Expected, LayerFamily, Unverifiable
+from .registry import Expected, LayerFamily, Probe, Unverifiable
 
 
 def inspect_attention(module: nn.MultiheadAttention, record: LayerRecord) -> None:
@@ -40,8 +40,43 @@ def inspect_transformer_layer(module: Any, record: LayerRecord) -> None:
 
 
 def inspect_transformer_stack(module: nn.Module, record: LayerRecord) -> None:
-    """num_layers."""
+    """num_layers; and where an untraced call would give other numbers (see `_fused_difference`)."""
     copy_attrs(record, module, "num_layers")
+    m = record.measures
+    if m.get("fused_differs"):
+        record.details["untraced_differs"] = (
+            f"an untraced call takes the nested-tensor fast path, whose output is 0 at the "
+            f"{int(m['fused_differs'])} positions src_key_padding_mask pads; this trace ran the unfused path, "
+            f"which computes values there (elsewhere the two agree within {float(m['fused_elsewhere']):.2g})"
+        )
+
+
+def _fused_difference(
+    module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, state: Any
+) -> dict[str, Any]:
+    """A TransformerEncoder given a key padding mask, in eval mode without
+    autograd, runs PyTorch's nested-tensor fast path untraced: it returns 0 at
+    the padded positions, where the unfused path a trace runs computes values.
+    The call is run again the untraced way (only then) to say exactly where
+    the numbers differ."""
+    mask = kwargs.get("src_key_padding_mask", args[2] if len(args) > 2 else None)
+    if (not isinstance(mask, torch.Tensor) or not isinstance(output, torch.Tensor) or module.training
+            or torch.is_grad_enabled() or not getattr(module, "use_nested_tensor", False)
+            or not bool(mask.any())):  # fmt: skip
+        return {}
+    mha = torch.backends.mha
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(True)
+    try:
+        untraced = module(*args, **kwargs)
+    finally:
+        mha.set_fastpath_enabled(before)
+    if not isinstance(untraced, torch.Tensor) or untraced.shape != output.shape:
+        return {}
+    gap = (untraced - output).abs().amax(dim=-1)  # per position
+    tol = 1e-3 * (1.0 + output.abs().amax())
+    differs = gap > tol
+    return {"fused_differs": differs.sum(), "fused_elsewhere": gap.masked_fill(differs, 0).amax()}
 
 
 def expect_attention(module: nn.MultiheadAttention, args: tuple[Any, ...]) -> str | None:
@@ -185,6 +220,8 @@ FAMILIES = (
                 reference=reference_attention, during_trace=unfused, color=_COLOR),
     LayerFamily("transformer_layer", (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer),
                 inspect=inspect_transformer_layer, during_trace=unfused, color=_COLOR),
-    LayerFamily("transformer", (nn.TransformerEncoder, nn.TransformerDecoder, nn.Transformer),
-                inspect=inspect_transformer_stack, during_trace=unfused, color=_COLOR),
+    LayerFamily("transformer_encoder", (nn.TransformerEncoder,), inspect=inspect_transformer_stack,
+                probe=Probe(_fused_difference), during_trace=unfused, color=_COLOR),
+    LayerFamily("transformer", (nn.TransformerDecoder, nn.Transformer), inspect=inspect_transformer_stack,
+                during_trace=unfused, color=_COLOR),
 )  # fmt: skip

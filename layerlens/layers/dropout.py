@@ -50,13 +50,13 @@ def inspect_dropout(module: nn.modules.dropout._DropoutNd, record: LayerRecord) 
     yield Check("dropout_scaling", bad == 0, 0, bad, message)
 
 
-def _keep_input(module: nn.Module, args: tuple[Any, ...]) -> Any:
+def _keep_input(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """An in-place dropout overwrites its input: keep a copy to compare with."""
     x = first_tensor(args)
     return x.detach().clone() if x is not None and getattr(module, "inplace", False) else None
 
 
-def _scaling(module: nn.Module, args: tuple[Any, ...], output: Any, kept: Any) -> dict[str, Any]:
+def _scaling(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, kept: Any) -> dict[str, Any]:
     """Count, on device, the outputs that break the dropout rule."""
     assert isinstance(module, nn.modules.dropout._DropoutNd)
     x = kept if kept is not None else first_tensor(args)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -49,15 +49,27 @@ def inspect_norm(module: nn.Module, record: LayerRecord) -> Iterator[Check]:
 _SAMPLE = 8192
 
 
-def _norm_reference(module: nn.Module, args: tuple[Any, ...], output: Any, state: Any) -> dict[str, Any]:
+def _norm_reference(
+    module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, state: Any
+) -> dict[str, Any]:
     """Recompute the output on device in (at least) float32 and measure the gap."""
-    x = first_tensor(args)
+    return norm_measures(module, first_tensor(args), output)
+
+
+def norm_measures(
+    module: nn.Module, x: torch.Tensor | None, output: Any, then: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> dict[str, Any]:
+    """`norm_statistics`' measures for `module` on input `x`: the output
+    recomputed with the statistics the layer should use (followed by `then`, for
+    a norm fused with an activation) and its largest gap to the real output."""
     if x is None or not isinstance(output, torch.Tensor) or x.numel() == 0 or output.shape != x.shape:
         return {}
     dt = torch.promote_types(x.dtype, torch.float32)
     xf = x.detach().to(dt)
     rows = _rows(module, x)
     ref, n, stats, formula = _normalise(module, xf, rows)
+    if then is not None:
+        ref = then(ref).to(dt)
     y = output.detach()[:rows].to(dt) if rows is not None else output.detach().to(dt)
     diff = (y - ref).abs().amax()
     if rows is not None and rows < x.shape[0]:
@@ -304,6 +316,18 @@ def layer_norm(
     return y + bias if bias is not None else y
 
 
+def rms_norm(
+    x: np.ndarray, normalized_shape: tuple[int, ...], weight: np.ndarray | None = None, eps: float | None = None
+) -> np.ndarray:
+    """y = x / sqrt(mean(x^2) + eps) * w, the mean over the trailing
+    `normalized_shape` axes; no centring and no bias (eps None: float32's
+    machine epsilon)."""
+    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    e = float(np.finfo(np.float32).eps) if eps is None else eps
+    y = x / np.sqrt(np.mean(x * x, axis=axes, keepdims=True) + e)
+    return y * weight if weight is not None else y
+
+
 def group_norm(
     x: np.ndarray,
     num_groups: int,
@@ -340,6 +364,9 @@ def reference_norm(m: Any, inputs: tuple[np.ndarray | None, ...], r: LayerRecord
         )
     if isinstance(m, nn.GroupNorm):
         return Expected(group_norm(x, m.num_groups, array(m.weight), array(m.bias), m.eps), by="group_norm")
+    if _RMS_NORM is not None and isinstance(m, _RMS_NORM):
+        eps = m.eps if m.eps is not None else machine_eps(r.inputs[0].dtype)  # PyTorch's default: the input's
+        return Expected(rms_norm(x, tuple(m.normalized_shape), array(m.weight), eps), by="rms_norm")
     if isinstance(m, _IN):
         unbatched = x.ndim == _unbatched_dims(m)
         running = m.track_running_stats and not r.training
@@ -364,6 +391,23 @@ def _reference_batch_norm(m: Any, x: np.ndarray, r: LayerRecord) -> Expected:
         assert got_mean is not None and got_var is not None
         also = ((got_mean, mean), (got_var, var))
     return Expected(y, by="batch_norm", also=also)
+
+
+def channels_last_measures(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any,
+                            state: Any) -> Any:  # fmt: skip
+    """`norm_statistics` of a LayerNorm over the channels of (N, C, H, W): the
+    plain LayerNorm check on the channels-last view."""
+    x = first_tensor(args)
+    if x is None or x.dim() != 4 or not isinstance(output, torch.Tensor) or output.dim() != 4:
+        return {}
+    return norm_measures(module, x.permute(0, 2, 3, 1), output.permute(0, 2, 3, 1))
+
+
+def reference_channels_first_norm(m: Any, inputs: tuple[np.ndarray | None, ...], r: LayerRecord) -> Expected:
+    """numpy LayerNorm over axis 1 of (N, C, H, W)."""
+    x = np.moveaxis(first_input(inputs), 1, -1)
+    y = layer_norm(x, tuple(m.normalized_shape), array(m.weight), array(m.bias), m.eps)
+    return Expected(np.moveaxis(y, -1, 1), by="layer_norm")
 
 
 def batchnorm_mode_alert(module: nn.Module, model_training: bool) -> tuple[str, str] | None:

@@ -58,7 +58,9 @@ def _final_state_check(module: nn.RNNBase, record: LayerRecord) -> Check:
     return Check("rnn_final_state", ok, 0.0, diff, message)
 
 
-def _final_state(module: nn.Module, args: tuple[Any, ...], output: Any, state: Any) -> dict[str, Any]:
+def _final_state(
+    module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, state: Any
+) -> dict[str, Any]:
     """Compare the output sequence's ends with the final hidden state, on device."""
     assert isinstance(module, nn.RNNBase)
     out, hidden = output

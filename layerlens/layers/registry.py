@@ -45,7 +45,7 @@ ENTRY_POINT_GROUP = "layerlens.layers"
 # The built-in families, loaded by the same code path as a plugin's.
 BUILTIN = (
     "generic", "shape", "linear", "activation", "conv", "pool", "norm", "recurrent", "embedding",
-    "dropout", "attention", "loss",
+    "dropout", "attention", "loss", "timm_layers", "hf_layers", "torchvision_layers",
 )  # fmt: skip
 
 
@@ -53,14 +53,15 @@ BUILTIN = (
 class Probe:
     """Measurements on the live tensors of a call, for checks that need values.
 
-    `before(module, args)` runs before the forward (e.g. to copy an input the
-    layer overwrites in place); its result is passed to `after(module, args,
-    output, state)`, which returns named numbers or small device tensors. They
-    reach the inspector as `record.measures`, moved to the host in one go.
+    `before(module, args, kwargs)` runs before the forward (e.g. to copy an
+    input the layer overwrites in place); its result is passed to
+    `after(module, args, kwargs, output, state)`, which returns named numbers
+    or small device tensors. They reach the inspector as `record.measures`,
+    moved to the host in one go. Module calls a probe makes are not recorded.
     """
 
-    after: Callable[..., dict[str, Any]]  # (module, args, output, state)
-    before: Callable[..., Any] | None = None  # (module, args)
+    after: Callable[..., dict[str, Any]]  # (module, args, kwargs, output, state)
+    before: Callable[..., Any] | None = None  # (module, args, kwargs)
 
 
 @dataclass(frozen=True)

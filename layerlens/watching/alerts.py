@@ -4,6 +4,7 @@ layers, saturated sigmoid/tanh layers."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -11,6 +12,12 @@ from .health import Alert, StepRecord
 
 KINDS = ("nan", "nan_grad", "exploding_grad", "vanishing_grad", "dead_relu", "saturated",
          "dropout_in_eval", "batchnorm_eval_in_training")  # fmt: skip
+# Kinds that are worth knowing but are not trouble: reported once, as notes, never raised.
+NOTES = ("zero_grad_by_construction",)
+# A gradient this many times smaller than the largest of its layer's other parameters is
+# zero up to rounding: zero by construction (an attention key bias: softmax ignores a
+# shift shared by all keys), not vanishing.
+_ROUNDING = 1e-6
 
 
 @dataclass(frozen=True)
@@ -27,15 +34,25 @@ def step_alerts(record: StepRecord, limits: Thresholds, allow_inf: frozenset[str
     """Every alert of one sampled step."""
     yield from _nan_forward(record, allow_inf)
     yield from _nan_backward(record)
+    largest: dict[str, float] = {}
+    for p in record.params:
+        if p.grad_norm is not None and math.isfinite(p.grad_norm):
+            largest[p.module] = max(largest.get(p.module, 0.0), p.grad_norm)
     for p in record.params:
         if p.grad_norm is None:
             continue
         if p.grad_norm > limits.explode:
             yield _alert(record, "exploding_grad", p.module, "", f"gradient norm of {p.name} is {p.grad_norm:.3g} "
-                         f"(> {limits.explode:g})")  # fmt: skip
+                         f"(> {limits.explode:g})", param=p.name)  # fmt: skip
+        elif 0 <= p.grad_norm < limits.vanish and largest.get(p.module, 0.0) * _ROUNDING > p.grad_norm:
+            yield _alert(record, "zero_grad_by_construction", p.module, "",
+                         f"the gradient of {p.name} is {p.grad_norm:.3g}, zero up to rounding while the layer's "
+                         f"other parameters get {largest[p.module]:.3g}: its output does not depend on it (a key "
+                         "bias before a softmax over keys, a parameter a later normalisation cancels)",
+                         param=p.name)  # fmt: skip
         elif 0 < p.grad_norm < limits.vanish:
             yield _alert(record, "vanishing_grad", p.module, "", f"gradient norm of {p.name} is {p.grad_norm:.3g} "
-                         f"(< {limits.vanish:g})")  # fmt: skip
+                         f"(< {limits.vanish:g})", param=p.name)  # fmt: skip
     for h in record.layers:
         if h.dead_fraction is not None and h.dead_fraction >= limits.dead:
             yield _alert(record, "dead_relu", h.name, h.type_name,
@@ -81,6 +98,6 @@ def _nan_backward(record: StepRecord) -> Iterator[Alert]:
                  f"(at the output of {g.name})")  # fmt: skip
 
 
-def _alert(record: StepRecord, kind: str, layer: str, type_name: str, message: str) -> Alert:
+def _alert(record: StepRecord, kind: str, layer: str, type_name: str, message: str, param: str = "") -> Alert:
     return Alert(kind, record.step, layer, type_name, f"{layer or '(root)'}{f' ({type_name})' if type_name else ''}: "
-                 f"{message}", record.rank)  # fmt: skip
+                 f"{message}", record.rank, param)  # fmt: skip

@@ -78,6 +78,7 @@ class Alert:
     type_name: str
     message: str
     rank: int = 0
+    param: str = ""  # the parameter, for alerts about one
 
     def __str__(self) -> str:
         where = f"rank {self.rank}, " if self.rank else ""

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..layers.registry import REGISTRY
-from .alerts import KINDS, Thresholds, step_alerts
+from .alerts import KINDS, NOTES, Thresholds, step_alerts
 from .health import Alert, StepRecord
 from .output import JsonlWriter, render_table
 from .step_sampler import StepSampler
@@ -62,6 +62,7 @@ class Watch:
         self.thresholds = thresholds or Thresholds()
         self._history: list[StepRecord] = []
         self._alerts: list[Alert] = []
+        self._notes: list[Alert] = []
         self._pending_logs: dict[str, float] = {}
         self.logs: list[tuple[int, dict[str, float]]] = []
         self.step_count = 0
@@ -70,7 +71,7 @@ class Watch:
         self._rank = _rank()
         self._sampler: StepSampler | None = None
         self._handles: list[RemovableHandle] = []
-        self._seen: set[tuple[str, str]] = set()
+        self._seen: set[tuple[str, str, str]] = set()
         self._manual = False
         self._writer = JsonlWriter(Path(jsonl)) if jsonl is not None else None
         self._boards: list[Any] = []
@@ -157,6 +158,13 @@ class Watch:
         self._flush()
         return list(self._alerts)
 
+    @property
+    def notes(self) -> list[Alert]:
+        """Things worth knowing that are not trouble (a gradient zero by
+        construction), once each."""
+        self._flush()
+        return list(self._notes)
+
     def to_jsonl(self, path: str | Path) -> Path:
         """Write every sampled step so far to `path` and keep appending new ones."""
         history = self.history
@@ -236,9 +244,10 @@ class Watch:
     def _judge(self, record: StepRecord) -> None:
         """Alerts for a resolved step; it joins the history now (its update ratios
         and logs are filled in when the step is over)."""
-        record.alerts = list(step_alerts(record, self.thresholds, self.allow_inf))
+        found = list(step_alerts(record, self.thresholds, self.allow_inf))
+        record.alerts = [a for a in found if a.kind not in NOTES]
         self._history.append(record)
-        for alert in record.alerts:
+        for alert in found:
             self._raise_or_keep(alert)
 
     def _flush(self) -> None:
@@ -257,10 +266,13 @@ class Watch:
             self._judge(record)
 
     def _raise_or_keep(self, alert: Alert) -> None:
-        key = (alert.kind, alert.layer)
+        key = (alert.kind, alert.layer, alert.param)
         if key in self._seen:
             return
         self._seen.add(key)
+        if alert.kind in NOTES:
+            self._notes.append(alert)
+            return
         self._alerts.append(alert)
         if alert.kind in self.raise_on:
             raise WatchAlert(alert)
