@@ -8,7 +8,14 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.layerlens-installed
 
-.PHONY: setup demo test lint docs-diagrams clean
+# The real-model suite (torchvision, timm, transformers) needs a torch build that
+# torchvision from PyPI imports beside: its own venv.
+ZOO_VENV ?= .venv-zoo
+ZOO_TORCH ?= torch==2.14.1 torchvision==0.29.1
+ZOO_LIBS ?= timm==1.0.31 transformers==5.24.0
+ZOO_STAMP := $(ZOO_VENV)/.layerlens-installed
+
+.PHONY: setup demo test zoo lint docs-diagrams clean
 
 setup: $(STAMP)
 
@@ -28,6 +35,15 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+$(ZOO_STAMP): pyproject.toml examples/plugin/pyproject.toml
+	test -x $(ZOO_VENV)/bin/python || $(PYTHON) -m venv $(ZOO_VENV)
+	$(ZOO_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(ZOO_TORCH)
+	$(ZOO_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(ZOO_LIBS) -e '.[dev]' -e examples/plugin
+	touch $(ZOO_STAMP)
+
+zoo: $(ZOO_STAMP) setup
+	$(ZOO_VENV)/bin/python -m pytest -q tests/zoo
+
 lint: setup
 	$(BIN)/ruff check layerlens tests examples docs benchmarks
 	$(BIN)/ruff format --check layerlens tests examples docs benchmarks
@@ -37,4 +53,4 @@ docs-diagrams: setup
 	$(BIN)/python docs/generate.py
 
 clean:
-	rm -rf $(VENV) layerlens-demo .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(ZOO_VENV) layerlens-demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

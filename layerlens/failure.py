@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .flatten import flatten
-
+from .inputs import foreign_input
 from .layers.registry import REGISTRY
 from .records import LayerRecord
 
@@ -34,8 +34,12 @@ def expected_by(module: nn.Module, args: tuple[Any, ...]) -> str | None:
 
 
 def input_hint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-    """What looks wrong with the model's own inputs when its forward failed: no
-    tensor at all, or a list where a tuple of positional inputs was meant."""
+    """What looks wrong with the model's own inputs when its forward failed: a
+    numpy array, a list where a tuple of positional inputs was meant, or no
+    tensor at all."""
+    foreign = foreign_input(args, kwargs)
+    if foreign:
+        return foreign
     lists = [i for i, a in enumerate(args) if isinstance(a, list)]
     if lists:
         i = lists[0]
@@ -56,7 +60,10 @@ def input_hint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
 
 
 def failure_message(
-    record: LayerRecord, error: BaseException, expected: str | None, last_done: LayerRecord | None,
+    record: LayerRecord,
+    error: BaseException,
+    expected: str | None,
+    last_done: LayerRecord | None,
     hint: str | None = None,
 ) -> str:
     """The multi-line TraceError message."""

@@ -38,14 +38,17 @@ def positional_inputs(x: Any, input_size: Any, dtypes: Any, model: nn.Module, se
     return x if type(x) is tuple else (x,)  # a namedtuple (a PackedSequence) is one input
 
 
-def check_inputs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """Reject inputs that cannot be what the user meant, with a hint. A forward
-    that takes no tensor at all (`forward(self)`, a config dict) is fine."""
+def foreign_input(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+    """A hint for a failed forward when an input is a numpy array (a forward may
+    take one, so it is not refused up front; most want a tensor)."""
     for where, value in [
         *((f"input {i}", a) for i, a in enumerate(args)),
         *((f"kwargs[{k!r}]", v) for k, v in kwargs.items()),
     ]:
-        _reject_foreign(value, where)
+        found = _foreign(value, where)
+        if found:
+            return found
+    return None
 
 
 def _takes_no_inputs(model: nn.Module) -> bool:
@@ -59,15 +62,19 @@ def _takes_no_inputs(model: nn.Module) -> bool:
     return not any(p.kind in required and p.default is inspect.Parameter.empty for p in params)
 
 
-def _reject_foreign(value: Any, where: str, depth: int = 0) -> None:
+def _foreign(value: Any, where: str, depth: int = 0) -> str | None:
     if isinstance(value, np.ndarray):
-        raise TypeError(f"{where} is a numpy.ndarray; convert it with torch.from_numpy(...) first")
+        return f"{where} is a numpy.ndarray; convert it with torch.from_numpy(...) first"
+    items: Any = ()
     if depth < 8 and isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _reject_foreign(item, f"{where}[{i}]", depth + 1)
+        items = ((f"{where}[{i}]", item) for i, item in enumerate(value))
     elif depth < 8 and isinstance(value, Mapping):
-        for k, item in value.items():
-            _reject_foreign(item, f"{where}[{k!r}]", depth + 1)
+        items = ((f"{where}[{k!r}]", item) for k, item in value.items())
+    for inner, item in items:
+        found = _foreign(item, inner, depth + 1)
+        if found:
+            return found
+    return None
 
 
 def random_inputs(input_size: Any, dtypes: Any, model: nn.Module, seed: int) -> tuple[torch.Tensor, ...]:
@@ -106,6 +113,16 @@ def _index_bound(model: nn.Module) -> int:
     return min(limits) if limits else 2
 
 
+def _dtype(kind: Any) -> Any:
+    """A torch dtype; the legacy tensor types (`torch.FloatTensor`, `torch.LongTensor`) as theirs."""
+    if isinstance(kind, type):
+        try:
+            return torch.empty(0).type(kind).dtype  # type: ignore[call-overload]
+        except (TypeError, RuntimeError, ValueError):
+            return kind
+    return kind
+
+
 def _shapes(input_size: Any) -> list[tuple[int, ...]]:
     if isinstance(input_size, str) or (
         isinstance(input_size, Sequence) and any(isinstance(s, str) for s in input_size)
@@ -128,9 +145,9 @@ def _shapes(input_size: Any) -> list[tuple[int, ...]]:
 def _dtypes(dtypes: Any, n: int) -> list[torch.dtype]:
     if dtypes is None:
         return [torch.float32] * n
-    if isinstance(dtypes, torch.dtype):
+    if isinstance(dtypes, (torch.dtype, type)):
         dtypes = [dtypes]
-    kinds = list(dtypes)
+    kinds = [_dtype(d) for d in dtypes]
     if len(kinds) == 1 and n > 1:
         kinds = kinds * n
     if len(kinds) != n or not all(isinstance(d, torch.dtype) for d in kinds):

@@ -293,7 +293,7 @@ def _eager_call(module: nn.Module) -> Callable[..., Any]:
         original = module.__dict__["_modules"].get("_orig_mod")
         if isinstance(original, nn.Module):
             return original.__call__
-    return module._call_impl  # type: ignore[no-any-return]
+    return module._call_impl
 
 
 def _pause(mode: Any) -> Any:

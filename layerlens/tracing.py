@@ -26,12 +26,12 @@ from ._version import __version__
 from .data_flow import Flow, OpCapture
 from .errors import LayerlensWarning, TraceError
 from .failure import expected_by, failure_message, first_line, input_hint
-from .inputs import check_inputs, positional_inputs
+from .inputs import positional_inputs
 from .layers.registry import REGISTRY, Coverage, InspectorOverrides
 from .model_index import ModelIndex
+from .model_plan import plan, strangers_called
 from .model_state import Restored, StateGuard
 from .options import TraceKeywords, TraceOptions
-from .model_plan import plan, strangers_called
 from .recorder import Recorder
 from .records import Check, LayerRecord
 from .tensor_capture import Capture
@@ -79,8 +79,11 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
     original = model
     model, index, lazy = _traceable(model)
     notes += lazy
+    if x is None and opts.input_size is None and _has_no_forward(model):
+        notes.append(f"{type(model).__name__} has no forward of its own: nothing ran; its parameters are counted")
+        _emit(notes)
+        return Trace([], _meta(model, index, opts), notes)
     args = positional_inputs(x, opts.input_size, opts.dtypes, model, opts.seed)
-    check_inputs(args, root_kwargs)
     with _ONE_AT_A_TIME:
         REGISTRY.resolve_pending()
         capture = Capture(opts.values, opts.max_bytes)
@@ -130,6 +133,11 @@ def _restore_notes(restored: Restored, own_model: bool) -> list[str]:
             "restored: trace with snapshot_params=True to have them restored"
         )
     return notes
+
+
+def _has_no_forward(model: nn.Module) -> bool:
+    """A container such as an `nn.ModuleList`, or a module holding only parameters."""
+    return getattr(type(model), "forward", None) is nn.Module.forward
 
 
 def _unwrapped(model: nn.Module) -> tuple[nn.Module, list[str]]:

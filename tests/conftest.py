@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,9 @@ import torch
 from torch import nn
 
 import layerlens as ll
+
+# The real-model suite runs in its own venv (`make zoo`), where timm is installed.
+collect_ignore = [] if importlib.util.find_spec("timm") else ["zoo"]
 
 
 @pytest.fixture(autouse=True)

@@ -114,11 +114,9 @@ def test_not_a_module() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"x": np.ones((2, 6))}, r"input 0 is a numpy.ndarray; convert it with torch.from_numpy"),
         ({}, r"needs inputs"),
         ({"x": torch.ones(1), "input_size": (2, 3)}, r"not both"),
         ({"x": torch.ones(1), "kwargs": [1]}, r"kwargs must be a dict"),
-        ({"x": torch.ones(1), "kwargs": {"mask": np.ones(3)}}, r"kwargs\['mask'\] is a numpy.ndarray"),
         ({"input_size": "64x6"}, r"input_size must be a shape"),
         ({"input_size": (64, -6)}, r"every dimension must be an int >= 0"),
         ({"input_size": [(2, 3), (4,)], "dtypes": [torch.long] * 3}, r"dtypes must be 2 torch dtype"),
@@ -139,11 +137,13 @@ def test_bad_inputs(kwargs: dict[str, object], message: str) -> None:
         ("abcde", r"hint: the inputs contain no tensor \(got str\)"),
         ([1, 2, 3], r"hint: input 0 is a list of 3 items, passed to forward as one argument: pass a tuple"),
         ([torch.ones(2, 6, dtype=torch.long)], r"input 0 is a list of 1 item,"),
+        (np.ones((2, 6)), r"input 0 is a numpy.ndarray; convert it with torch.from_numpy"),
+        ((torch.ones(2, 6, dtype=torch.long), {"mask": np.ones(3)}), r"input 1\['mask'\] is a numpy.ndarray"),
     ],
 )
 def test_inputs_the_model_cannot_take_fail_in_the_model_with_a_hint(x: object, hint: str) -> None:
-    """A forward may take no tensor at all, so layerlens does not refuse such inputs
-    up front: the model's own error, at its layer, comes with the hint."""
+    """A forward may take no tensor at all, or a numpy array, so layerlens refuses
+    no input up front: the model's own error, at its layer, comes with the hint."""
     model = build_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ll.TraceError, match=hint):

@@ -80,9 +80,14 @@ def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
 
 
+def hardtanh(x: np.ndarray, low: float = -1.0, high: float = 1.0) -> np.ndarray:
+    """hardtanh(x) = min(max(x, low), high); ReLU6 is hardtanh(x, 0, 6)."""
+    return np.clip(x, low, high)
+
+
 def numpy_activation(m: nn.Module) -> Any:
     """The numpy function computing activation module `m`, or None when there is none."""
-    table: tuple[tuple[type, Any], ...] = (
+    table: tuple[tuple[type[nn.Module], Any], ...] = (
         (nn.ReLU, relu), (nn.Sigmoid, sigmoid), (nn.Tanh, tanh), (nn.SiLU, silu), (nn.Hardswish, hardswish),
         (nn.Hardsigmoid, hardsigmoid), (nn.Identity, lambda x: x),
     )  # fmt: skip
@@ -92,8 +97,10 @@ def numpy_activation(m: nn.Module) -> Any:
         return lambda x: leaky_relu(x, m.negative_slope)
     if isinstance(m, nn.ELU):
         return lambda x: elu(x, m.alpha)
+    if isinstance(m, nn.Hardtanh) and type(m).forward is nn.Hardtanh.forward:  # ReLU6 too
+        return lambda x: hardtanh(x, m.min_val, m.max_val)
     for cls, fn in table:
-        if type(m) is cls or (isinstance(m, cls) and type(m).forward is cls.forward):
+        if type(m) is cls or (isinstance(m, cls) and getattr(type(m), "forward", None) is cls.forward):
             return fn
     return None
 
@@ -136,14 +143,14 @@ def saturation_health(module: nn.Module, x: torch.Tensor | None, y: torch.Tensor
 _COLOR = "#fdddc0"
 FAMILIES = (
     LayerFamily("relu", (nn.ReLU,), reference=reference_activation, health=relu_health, color=_COLOR),
-    LayerFamily("relu6", (nn.ReLU6,), health=relu_health, color=_COLOR),
+    LayerFamily("relu6", (nn.ReLU6,), reference=reference_activation, health=relu_health, color=_COLOR),
     LayerFamily("saturating", (nn.Sigmoid, nn.Tanh), reference=reference_activation, health=saturation_health,
                 color=_COLOR),
     LayerFamily("softmax", (nn.Softmax,), reference=reference_activation, color=_COLOR),
-    LayerFamily("activation", (nn.GELU, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid),
+    LayerFamily("activation", (nn.GELU, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh),
                 reference=reference_activation, color=_COLOR),
     LayerFamily("other_activation", tuple(
-        getattr(nn, n) for n in ("Mish", "SELU", "CELU", "PReLU", "Softplus", "Softsign", "Hardtanh",
+        getattr(nn, n) for n in ("Mish", "SELU", "CELU", "PReLU", "Softplus", "Softsign",
                                  "LogSigmoid", "LogSoftmax", "Softmin", "Tanhshrink", "Threshold", "GLU", "RReLU")
         if hasattr(nn, n)
     ), color=_COLOR),

@@ -56,7 +56,9 @@ def _keep_input(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     return x.detach().clone() if x is not None and getattr(module, "inplace", False) else None
 
 
-def _scaling(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, kept: Any) -> dict[str, Any]:
+def _scaling(
+    module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, kept: Any
+) -> dict[str, Any]:
     """Count, on device, the outputs that break the dropout rule."""
     assert isinstance(module, nn.modules.dropout._DropoutNd)
     x = kept if kept is not None else first_tensor(args)

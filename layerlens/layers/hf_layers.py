@@ -22,6 +22,7 @@ import torch
 
 from ..records import Check, LayerRecord
 from ._helpers import array, copy_attrs, first_input, first_tensor, machine_eps, shape_text
+from .activation import gelu, numpy_activation, sigmoid, silu
 from .embedding import FAMILIES as EMBEDDING_FAMILIES
 from .embedding import _index_range, embedding
 from .linear import linear
@@ -74,7 +75,8 @@ def inspect_positions(module: Any, record: LayerRecord) -> Iterator[Check]:
     m = record.measures
     if "position_min" in m:
         check = _index_range(module.num_embeddings, float(m["position_min"]), float(m["position_max"]))
-        yield dataclasses.replace(check, message=f"positions (with the offset) {check.message.removeprefix('indices ')}")
+        where = check.message.removeprefix("indices ")
+        yield dataclasses.replace(check, message=f"positions (with the offset) {where}")
 
 
 def reference_positions(m: Any, inputs: tuple[np.ndarray | None, ...], r: LayerRecord) -> Expected:
@@ -86,7 +88,11 @@ def reference_positions(m: Any, inputs: tuple[np.ndarray | None, ...], r: LayerR
     positions = _positions(m, named.get("0"), r.measures.get("position_start", 0), position_ids)
     if positions is None:
         raise Unverifiable("the positions it read could not be recomputed from the recorded inputs")
-    return Expected(embedding(positions.numpy().astype(np.int64), weight), by="embedding")
+    rows = embedding(positions.numpy().astype(np.int64), weight)
+    shape = r.outputs[0].shape if r.outputs else rows.shape
+    if rows.shape != shape and rows.ndim < len(shape):  # the same positions for every sequence of the batch
+        rows = np.broadcast_to(rows, shape)
+    return Expected(rows, by="embedding")
 
 
 # -- scaled word embeddings --------------------------------------------------------------
@@ -163,6 +169,31 @@ def reference_rms(m: Any, inputs: tuple[np.ndarray | None, ...], r: LayerRecord)
     return Expected(rms_norm(first_input(inputs), (int(m.weight.shape[-1]),), weight, _eps(m)), by="rms_norm")
 
 
+# -- activations -------------------------------------------------------------------------
+
+_ACTIVATIONS: dict[str, Any] = {
+    "GELUActivation": gelu,
+    "NewGELUActivation": lambda x: gelu(x, "tanh"),
+    "FastGELUActivation": lambda x: gelu(x, "tanh"),
+    "AccurateGELUActivation": lambda x: gelu(x, "tanh"),
+    "PytorchGELUTanh": lambda x: gelu(x, "tanh"),
+    "GELUTanh": lambda x: gelu(x, "tanh"),
+    "QuickGELUActivation": lambda x: x * sigmoid(1.702 * x),
+    "SiLUActivation": silu,
+    "LinearActivation": lambda x: x,
+}
+
+
+def reference_hf_activation(m: Any, inputs: tuple[np.ndarray | None, ...], r: LayerRecord) -> Expected:
+    """The activation's formula in numpy (the tanh approximations of GELU as written)."""
+    if type(m).__name__ == "GELUActivation" and getattr(m, "act", None) is not None:
+        inner = numpy_activation(m.act)  # a torch GELU (erf) or its Python twin
+        fn = inner if inner is not None else gelu
+    else:
+        fn = _ACTIVATIONS[type(m).__name__]
+    return Expected(fn(first_input(inputs)), by=type(m).__name__)
+
+
 # -- ConvNeXt's LayerNorm ----------------------------------------------------------------
 
 
@@ -203,6 +234,8 @@ FAMILIES = (
                 inspect=inspect_conv1d, expect=expect_conv1d, reference=reference_conv1d, color=_COLOR),
     LayerFamily("hf.rms_norm", _RMS, inspect=inspect_rms, probe=Probe(_rms_measures), reference=reference_rms,
                 color="#fbeaa5"),
+    LayerFamily("hf.activation", tuple(f"transformers.activations:{n}" for n in _ACTIVATIONS),
+                reference=reference_hf_activation, color="#fdddc0"),
     LayerFamily("hf.convnext_layer_norm", _hf("convnext.modeling_convnext", "ConvNextLayerNorm"),
                 inspect=inspect_norm, probe=Probe(_convnext_measures), reference=reference_convnext_norm,
                 color="#fbeaa5"),

@@ -86,7 +86,9 @@ _SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "
           "vocab_size": 99, "max_position_embeddings": 64}  # fmt: skip
 
 
-def _hf(model_class: str, config_class: str, inputs: Callable[[], dict[str, Any]], **config: Any) -> Callable[[], Built]:
+def _hf(
+    model_class: str, config_class: str, inputs: Callable[[], dict[str, Any]], **config: Any
+) -> Callable[[], Built]:
     def build() -> Built:
         import transformers
 
