@@ -176,3 +176,18 @@ def _in_prose(path: Path, number: int, name: str) -> bool:
             if docstring and doc.lineno <= number <= (doc.end_lineno or doc.lineno):
                 return True
     return False
+
+
+def test_every_built_in_family_is_documented() -> None:
+    page = (ROOT / "docs" / "layers.md").read_text(encoding="utf-8")
+    from layerlens.layers.registry import BUILTIN
+
+    builtin = [f for f in ll.layers.families() if any(f"layers.{m}" in _defined_in(f) for m in BUILTIN)]
+    assert len(builtin) > 30
+    for family in builtin:
+        assert f"`{family.name}`" in page, f"family {family.name} is not in docs/layers.md"
+
+
+def _defined_in(family: ll.LayerFamily) -> str:
+    hooks = [family.inspect, family.reference, family.probe and family.probe.after, family.health, family.expect]
+    return " ".join(getattr(h, "__module__", "") for h in hooks if h is not None)

@@ -58,6 +58,24 @@ def _tv_video() -> Built:
     return model, (torch.randn(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0)),), {}
 
 
+def _tv_detection(name: str) -> Callable[[], Built]:
+    def build() -> Built:
+        import torchvision
+
+        make = getattr(torchvision.models.detection, name)
+        model = _seeded(lambda: make(weights=None, weights_backbone=None, num_classes=3))
+        return model, ([torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(0))],), {}
+
+    return build
+
+
+def _tv_frozen_bn() -> Built:
+    import torchvision
+
+    model = _seeded(lambda: torchvision.models.resnet18(norm_layer=torchvision.ops.misc.FrozenBatchNorm2d))
+    return model, (_image(32),), {}
+
+
 def _tv_segmentation() -> Built:
     import torchvision
 
@@ -149,6 +167,10 @@ MODELS: dict[str, Callable[[], Built]] = {
     "tv/googlenet": _tv("googlenet", 64, aux_logits=False, init_weights=True),
     "tv/r3d_18": _tv_video,
     "tv/lraspp_mobilenet_v3": _tv_segmentation,
+    "tv/inception_v3": _tv("inception_v3", 80, aux_logits=False, init_weights=True),
+    "tv/fasterrcnn_mobilenet": _tv_detection("fasterrcnn_mobilenet_v3_large_320_fpn"),
+    "tv/ssdlite": _tv_detection("ssdlite320_mobilenet_v3_large"),
+    "tv/resnet18_frozen_bn": _tv_frozen_bn,
     # timm
     "timm/efficientnet_b0": _timm("efficientnet_b0"),
     "timm/tf_efficientnet_b0": _timm("tf_efficientnet_b0"),
@@ -166,6 +188,11 @@ MODELS: dict[str, Callable[[], Built]] = {
     "timm/ghostnet_100": _timm("ghostnet_100"),
     "timm/dla34": _timm("dla34"),
     "timm/edgenext_xx_small": _timm("edgenext_xx_small"),
+    "timm/pvt_v2_b0": _timm("pvt_v2_b0"),
+    "timm/mobileone_s0": _timm("mobileone_s0"),
+    "timm/cait_xxs24": _timm("cait_xxs24_224", 32, img_size=32, patch_size=8),
+    "timm/efficientformer_l1": _timm("efficientformer_l1", 224),
+    "timm/eva02_tiny": _timm("eva02_tiny_patch14_224", 224),
     # transformers
     "hf/bert": _hf("BertModel", "BertConfig", _text(), **_SMALL),
     "hf/distilbert": _hf("DistilBertModel", "DistilBertConfig", _text(), dim=32, n_layers=2, n_heads=2,
@@ -203,4 +230,23 @@ MODELS: dict[str, Callable[[], Built]] = {
                        depths=[1, 1, 1, 1]),
     "hf/electra": _hf("ElectraModel", "ElectraConfig", _text(), **_SMALL, embedding_size=16),
     "hf/deberta_v2": _hf("DebertaV2Model", "DebertaV2Config", _text(), **_SMALL),
+    "hf/falcon": _hf("FalconForCausalLM", "FalconConfig", _text(), hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=2, vocab_size=99),
+    "hf/phi": _hf("PhiForCausalLM", "PhiConfig", _text(), **_SMALL),
+    "hf/gemma": _hf("GemmaForCausalLM", "GemmaConfig", _text(), **_LLAMA, head_dim=16),
+    "hf/bloom": _hf("BloomForCausalLM", "BloomConfig", _text(), hidden_size=32, n_layer=2, n_head=2, vocab_size=99),
+    "hf/mixtral": _hf("MixtralForCausalLM", "MixtralConfig", _text(), **_LLAMA, num_local_experts=2,
+                      num_experts_per_tok=1),
+    "hf/mamba": _hf("MambaModel", "MambaConfig", _text(), hidden_size=32, num_hidden_layers=2, vocab_size=99,
+                    state_size=4),
+    "hf/mpnet": _hf("MPNetModel", "MPNetConfig", _text(), **_SMALL),
+    "hf/hubert": _hf("HubertModel", "HubertConfig", _waveform, **_SMALL, conv_dim=(16, 16), conv_stride=(5, 4),
+                     conv_kernel=(10, 4), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2),
+    "hf/segformer": _hf("SegformerModel", "SegformerConfig", _pixels(64), hidden_sizes=[8, 16, 24, 32],
+                        depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 2, 2], decoder_hidden_size=32),
+    "hf/swin": _hf("SwinModel", "SwinConfig", _pixels(32), image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
+                   num_heads=[1, 2], window_size=4),
+    "hf/marian": _hf("MarianMTModel", "MarianConfig", _seq2seq, d_model=32, encoder_layers=1, decoder_layers=1,
+                     encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                     vocab_size=99, max_position_embeddings=64, decoder_start_token_id=1, pad_token_id=0),
 }  # fmt: skip
