@@ -205,6 +205,36 @@ def test_exploding_and_vanishing_gradients() -> None:
     assert {a.layer for a in w.alerts if a.kind == "vanishing_grad"} >= {"0"}
 
 
+class _KeyBiasAttention(nn.Module):
+    """Attention with a separate key projection: its bias shifts every score of
+    a query by the same amount, which softmax ignores, so its gradient is 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query, self.key, self.value = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.query(x) @ self.key(x).transpose(1, 2) / 8**0.5
+        return self.out(scores.softmax(-1) @ self.value(x)).mean()
+
+
+def test_a_gradient_zero_by_construction_is_a_note_not_a_vanishing_alarm() -> None:
+    model = _KeyBiasAttention()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(4, 6, 8)
+    with ll.watch(model, every=1, optimizer=opt) as w:
+        for _ in range(3):
+            opt.zero_grad()
+            model(x).backward()
+            opt.step()
+    assert model.key.bias.grad is not None and model.key.bias.grad.abs().max() < 1e-6  # zero, up to rounding
+    assert not w.alerts
+    (note,) = w.notes  # once, not once per step
+    assert note.kind == "zero_grad_by_construction" and note.param == "key.bias"
+    assert "zero up to rounding" in note.message
+
+
 def test_allow_inf_for_masks_on_purpose() -> None:
     class Mask(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
