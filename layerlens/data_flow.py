@@ -33,38 +33,37 @@ _SYMBOLS = {
 }  # fmt: skip
 
 
+Node = int | NodeRef  # a module call by its index, or a model input, output or op
+
+
 class Flow:
-    """Producer map and edge list for one trace."""
+    """Producer map and links for one trace: the hot path stores plain tuples,
+    `edges` turns them into `Edge`s once the trace is read."""
 
     def __init__(self) -> None:
         self.ops: list[OpRecord] = []
-        self.edges: list[Edge] = []
-        self._producer: dict[int, tuple[Any, NodeRef]] = {}
-        self._edge_keys: set[tuple[NodeRef, NodeRef, int]] = set()
+        # (consumer, producer, id of the tensor, shape, dtype), in the order they happened
+        self.links: list[tuple[Node, Node, int, Any, torch.dtype]] = []
+        self._producer: dict[int, tuple[Any, Node]] = {}
 
-    def produced(self, tensors: Tensors, node: NodeRef, only_new: bool = False) -> None:
-        """Mark `node` as the producer of these tensors (`only_new`: unless known)."""
-        for _, t in tensors:
-            if only_new and self.source(t) is not None:
-                continue
-            self._producer[id(t)] = (weakref.ref(t), node)
+    def claim(self, t: torch.Tensor, node: Node, only_new: bool = False) -> None:
+        """Mark `node` as the producer of `t` (`only_new`: unless one is known)."""
+        if only_new:
+            entry = self._producer.get(id(t))
+            if entry is not None and entry[0]() is t:
+                return
+        self._producer[id(t)] = (weakref.ref(t), node)
 
-    def source(self, t: torch.Tensor) -> NodeRef | None:
+    def source(self, t: torch.Tensor) -> Node | None:
         """The node that produced `t`, if the trace saw it."""
         entry = self._producer.get(id(t))
         return entry[1] if entry is not None and entry[0]() is t else None
 
-    def consumed(self, tensors: Tensors, node: NodeRef) -> None:
-        """Add an edge from each tensor's producer to `node`."""
-        for _, t in tensors:
-            src = self.source(t)
-            if src is None or src == node:
-                continue
-            key = (src, node, id(t))
-            if key in self._edge_keys:
-                continue
-            self._edge_keys.add(key)
-            self.edges.append(Edge(src, node, tuple(t.shape), dtype_name(t.dtype)))
+    def consume(self, t: torch.Tensor, node: Node, shape: Any, dtype: torch.dtype) -> None:
+        """A link from the producer of `t` (of this shape and dtype) to `node`."""
+        entry = self._producer.get(id(t))
+        if entry is not None and entry[0]() is t:
+            self.links.append((node, entry[1], id(t), shape, dtype))
 
     def op(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, parent: int
@@ -80,15 +79,31 @@ class Flow:
         if not _mutates(name) and {id(t) for _, t in outs} <= {id(t) for _, t in ins}:
             return False  # returned an input unchanged (x.contiguous() on a contiguous x, ...)
         node = NodeRef.op(len(self.ops))
-        self.consumed(ins, node)
-        self.produced(outs, node)
+        for _, t in ins:
+            self.consume(t, node, t.shape, t.dtype)
+        for _, t in outs:
+            self.claim(t, node)
         self.ops.append(OpRecord(len(self.ops), name, _label(name, args), parent, _infos(ins), _infos(outs)))
         return True
 
     def release(self) -> None:
-        """Forget every tensor (the records keep only shapes)."""
+        """Forget every tensor (the links keep only shapes)."""
         self._producer.clear()
-        self._edge_keys.clear()
+
+    def edges(self) -> list[Edge]:
+        """One edge per tensor per producer and consumer, in the order of use."""
+        edges: list[Edge] = []
+        seen: set[tuple[Node, Node, int]] = set()
+        for dst, src, tid, shape, dtype in self.links:
+            if src == dst or (src, dst, tid) in seen:
+                continue
+            seen.add((src, dst, tid))
+            edges.append(Edge(_ref(src), _ref(dst), tuple(shape), dtype_name(dtype)))
+        return edges
+
+
+def _ref(node: Node) -> NodeRef:
+    return NodeRef.call(node) if isinstance(node, int) else node
 
 
 class OpCapture(TorchFunctionMode):

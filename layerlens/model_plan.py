@@ -27,16 +27,19 @@ def plan(index: ModelIndex) -> tuple[list[Slot], list[int]]:
     """The slots to record, and the positions of the unregistered ones."""
     slots: list[Slot] = []
     opaque: list[str] = []
+    script_type = torch.jit.ScriptModule
     for name, m in index.named:
-        if any(name.startswith(prefix) for prefix in opaque):
+        if opaque and any(name.startswith(prefix) for prefix in opaque):
             continue
-        script = isinstance(m, torch.jit.ScriptModule)
+        script = isinstance(m, script_type)
         if script:
             opaque.append(f"{name}." if name else "")
         slots.append(Slot(m, name, name.count(".") + 1 if name else 0, script or not m._modules))
     known = {id(s.module) for s in slots}
     strangers = []
     for slot in list(slots):
+        if _library_class(type(slot.module)):
+            continue
         for found in _unregistered(slot.module, known):
             known.add(id(found))
             prefix = f"{slot.name}." if slot.name else ""
@@ -46,6 +49,18 @@ def plan(index: ModelIndex) -> tuple[list[Slot], list[int]]:
             strangers.append(len(slots))
             slots.append(Slot(found, name, slot.depth + 1, not found._modules, registered=False))
     return slots, strangers
+
+
+_LIBRARY: dict[type, bool] = {}
+
+
+def _library_class(cls: type) -> bool:
+    """A class of torch.nn itself (not a subclass of one): it keeps no modules in
+    plain containers, so its attributes need no search."""
+    found = _LIBRARY.get(cls)
+    if found is None:
+        found = _LIBRARY[cls] = cls.__module__.startswith("torch.nn.modules.")
+    return found
 
 
 def _unregistered(module: nn.Module, known: set[int]) -> Iterator[nn.Module]:

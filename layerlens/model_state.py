@@ -38,34 +38,50 @@ class StateGuard:
     """Snapshot on construction; `restore()` puts everything back."""
 
     def __init__(self, named: list[tuple[str, nn.Module]], snapshot_params: bool = False) -> None:
-        self._flags = [(name, m, m.training) for name, m in named]
-        self._tables = [(name, kind, table, tuple(table.items()) if table else ())
-                        for name, m in named if not isinstance(m, torch.jit.ScriptModule)
-                        for kind, table in (("parameter", m._parameters), ("buffer", m._buffers),
-                                            ("submodule", m._modules))]  # fmt: skip
-        params = [(_join(name, k), p) for name, m in named for k, p in _own(m, "parameters") if p is not None]
-        self._params = [(name, p, _version(p)) for name, p in params]
-        tensors = [(_join(name, k), b) for name, m in named for k, b in _own(m, "buffers") if b is not None]
-        if snapshot_params:
-            tensors += [(name, p) for name, p, _ in self._params]
-        self._copies = [(name, t, t.detach().clone()) for name, t in tensors]
+        # one walk: per module its flag and its three tables as they are (items of the non-empty ones)
+        self._modules: list[tuple[str, nn.Module, bool, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]] = []
+        params: list[tuple[str, str, torch.Tensor]] = []
+        buffers: list[tuple[str, str, torch.Tensor]] = []
+        script = torch.jit.ScriptModule
+        for name, m in named:
+            if isinstance(m, script):  # tables live in TorchScript wrappers: values only
+                self._modules.append((name, m, m.training, _SKIP, _SKIP, _SKIP))
+                params += [(name, k, p) for k, p in m.named_parameters(recurse=False)]
+                buffers += [(name, k, b) for k, b in m.named_buffers(recurse=False)]
+                continue
+            ps, bs, ms = m._parameters, m._buffers, m._modules
+            p_items = tuple(ps.items()) if ps else ()
+            b_items = tuple(bs.items()) if bs else ()
+            self._modules.append((name, m, m.training, p_items, b_items, tuple(ms.items()) if ms else ()))
+            params += [(name, k, p) for k, p in p_items if p is not None]
+            buffers += [(name, k, b) for k, b in b_items if b is not None]
+        self._params = [(name, k, p, _version(p)) for name, k, p in params]
+        tensors = buffers + params if snapshot_params else buffers
+        self._copies = [(name, k, t, t.detach().clone()) for name, k, t in tensors]
         self._rng = _rng_state()
 
     def restore(self) -> Restored:
         """Undo every change the forward made, each part on its own."""
         done = Restored()
-        for name, m, flag in self._flags:
+        for name, m, flag, *items in self._modules:
             if m.training is not flag:
                 _attempt(done, name, "its train/eval flag", _set_flag, m, flag)
-        for name, kind, table, items in self._tables:
-            if len(table) != len(items) or any(table.get(k, table) is not v for k, v in items):
-                _attempt(done, name, f"its {kind} table", _put_table, table, items)
-        for name, t, copy in self._copies:
-            _attempt(done, name, "its values", _put_values, t, copy)
-        copied = {id(t) for _, t, _ in self._copies}
-        done.edited_params = [n for n, p, v in self._params if id(p) not in copied and _version(p) != v]
+            if items[0] is _SKIP:
+                continue
+            tables: tuple[dict[str, Any], ...] = (m._parameters, m._buffers, m._modules)
+            for kind, table, before in zip(_KINDS, tables, items, strict=True):
+                if len(table) != len(before) or any(table.get(k, table) is not v for k, v in before):
+                    _attempt(done, name, f"its {kind} table", _put_table, table, before)
+        for name, k, t, copy in self._copies:
+            _attempt(done, _join(name, k), "its values", _put_values, t, copy)
+        copied = {id(t) for *_, t, _ in self._copies}
+        done.edited_params = [_join(n, k) for n, k, p, v in self._params if id(p) not in copied and _version(p) != v]
         _attempt(done, "", "the random number generators", _set_rng_state, self._rng)
         return done
+
+
+_SKIP: tuple[Any, ...] = ("<torchscript>",)  # tables not snapshotted (TorchScript)
+_KINDS = ("parameter", "buffer", "submodule")
 
 
 def _attempt(done: Restored, name: str, what: str, step: Callable[..., Any], *args: Any) -> None:
@@ -93,14 +109,6 @@ def _put_values(t: torch.Tensor, copy: torch.Tensor) -> None:
         if t.shape != copy.shape:
             t.resize_(copy.shape)
         t.copy_(copy)
-
-
-def _own(m: nn.Module, kind: str) -> list[tuple[str, Any]]:
-    """A module's own parameters or buffers (TorchScript modules keep them in wrappers)."""
-    if isinstance(m, torch.jit.ScriptModule):
-        named = m.named_parameters if kind == "parameters" else m.named_buffers
-        return list(named(recurse=False))
-    return list((m._parameters if kind == "parameters" else m._buffers).items())
 
 
 def _join(prefix: str, name: str) -> str:

@@ -26,18 +26,20 @@ from torch import nn
 
 from .data_flow import Flow
 from .flatten import flatten
-from .layers.registry import REGISTRY, Probe
+from .layers.registry import REGISTRY, Coverage, Probe
 from .records import NodeRef
 from .tensor_capture import Capture
 
 _PATHS = tuple(str(i) for i in range(16))  # "0", "1", ...: paths of positional tensors
+_NOTHING: list[tuple[Any, ...]] = []  # outputs of a call that has not returned (shared, never appended to)
+_ABSENT = object()  # no `_call_impl` of its own in the module's __dict__
 Tensors = list[tuple[str, torch.Tensor]]
 
 
 class Slot:
     """What is known about one module of the traced model before it runs."""
 
-    __slots__ = ("depth", "leaf", "module", "name", "probe", "registered")
+    __slots__ = ("cover", "depth", "leaf", "module", "name", "probe", "registered")
 
     def __init__(self, module: nn.Module, name: str, depth: int, leaf: bool, registered: bool = True) -> None:
         self.module = module
@@ -46,6 +48,7 @@ class Slot:
         self.leaf = leaf  # no submodules (or opaque): its own torch calls are its business, not data flow
         self.registered = registered
         self.probe: Probe | None = None
+        self.cover: Coverage | None = None  # the family judging it, decided when the trace runs
 
 
 class Recorder:
@@ -77,36 +80,40 @@ class Recorder:
         self._paused: dict[int, Any] = {}  # leaf calls that took the op-capture mode off the stack
         self._last_done = -1
         self._thread = threading.get_ident()
-        self._installed: list[tuple[nn.Module, bool, Any, Any]] = []
-        if probes:
-            for slot in slots:
-                slot.probe = REGISTRY.coverage(type(slot.module)).hook("probe")
+        self._installed: list[tuple[dict[str, Any], Any, Any]] = []  # (__dict__, _call_impl, _compiled_call_impl)
+        coverage = REGISTRY.coverage
+        for slot in slots:
+            slot.cover = cover = coverage(type(slot.module))
+            if probes:
+                slot.probe = cover.hook("probe")
 
     # -- installing -------------------------------------------------------------
 
     def install(self) -> None:
         """Give every module its recording `_call_impl` (compiled modules run eagerly)."""
         self.live = True
+        make = self._factory()
+        installed = self._installed
         for i, slot in enumerate(self.slots):
             m = slot.module
-            had = "_call_impl" in m.__dict__
-            saved = m.__dict__.get("_call_impl")
-            compiled = m.__dict__.get("_compiled_call_impl")
-            self._installed.append((m, had, saved, compiled))
-            m.__dict__["_call_impl"] = self._wrapper(i, _eager_call(m))
+            d = m.__dict__
+            saved = d.get("_call_impl", _ABSENT)
+            compiled = d.get("_compiled_call_impl")
+            installed.append((d, saved, compiled))
+            d["_call_impl"] = make(i, slot, _eager_call(m))
             if compiled is not None:  # `module.compile()`: run the module itself, eagerly
-                m.__dict__["_compiled_call_impl"] = None
+                d["_compiled_call_impl"] = None
 
     def remove(self) -> None:
         """Put every module's `__dict__` back as it was; safe to call more than once."""
         self.live = False
-        for m, had, saved, compiled in reversed(self._installed):
-            if had:
-                m.__dict__["_call_impl"] = saved
+        for d, saved, compiled in reversed(self._installed):
+            if saved is _ABSENT:
+                d.pop("_call_impl", None)
             else:
-                m.__dict__.pop("_call_impl", None)
+                d["_call_impl"] = saved
             if compiled is not None:
-                m.__dict__["_compiled_call_impl"] = compiled
+                d["_compiled_call_impl"] = compiled
         self._installed = []
 
     def close(self) -> None:
@@ -115,95 +122,118 @@ class Recorder:
         if self._stack:
             self._pop_to(self._stack[0])
 
-    def _wrapper(self, i: int, call: Callable[..., Any]) -> Callable[..., Any]:
-        enter, leave, fail = self._enter, self._leave, self._fail
+    def _factory(self) -> Callable[[int, Slot, Callable[..., Any]], Callable[..., Any]]:
+        """What makes the recording `_call_impl` of one slot: the bookkeeping inline,
+        the rest (probes, paused op capture, failures) only where needed. The
+        shared state sits in this scope, so making one costs little per module."""
+        mods, parents, training, inputs, outputs = self.mods, self.parents, self.training, self.inputs, self.outputs
+        stack, grab, leave, fail, before = self._stack, self._grab, self._leave, self._fail, self._before
         thread, get_ident = self._thread, threading.get_ident
+        pausing = self.mode is not None
+        rec = self
 
-        def recording_call(*args: Any, **kwargs: Any) -> Any:
-            if not self.live or get_ident() != thread:
-                return call(*args, **kwargs)
-            k = enter(i, args, kwargs)
-            try:
-                out = call(*args, **kwargs)
-            except BaseException as exc:
-                fail(k, exc, args)
-                raise
-            leave(k, args, kwargs, out)
-            return out
+        def make(i: int, slot: Slot, call: Callable[..., Any]) -> Callable[..., Any]:
+            module, name = slot.module, slot.name
+            special = slot.probe is not None or (slot.leaf and pausing)
 
-        return recording_call
+            def recording_call(*args: Any, **kwargs: Any) -> Any:
+                if not rec.live or get_ident() != thread:
+                    return call(*args, **kwargs)
+                k = len(mods)
+                mods.append(i)
+                parents.append(stack[-1] if stack else -1)
+                training.append(module.training)
+                stack.append(k)
+                inputs.append(grab(k, name, args, kwargs))
+                outputs.append(_NOTHING)
+                if special:
+                    before(k, slot, args, kwargs)
+                try:
+                    out = call(*args, **kwargs)
+                except BaseException as exc:
+                    fail(k, exc, args)
+                    raise
+                leave(k, slot, args, kwargs, out)
+                return out
+
+            return recording_call
+
+        return make
 
     # -- recording ----------------------------------------------------------------
 
-    def _enter(self, i: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-        k = len(self.mods)
-        stack = self._stack
-        parent = stack[-1] if stack else -1
-        slot = self.slots[i]
-        self.mods.append(i)
-        self.parents.append(parent)
-        self.training.append(slot.module.training)
-        self.outputs.append([])
-        ins: list[tuple[Any, ...]] = []
-        self.inputs.append(ins)
-        stack.append(k)
+    def _grab(self, k: int, where: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The input entries of call `k`; a recording bug never breaks the forward."""
         try:
-            self._record_enter(k, slot, parent, ins, args, kwargs)
-        except Exception as exc:  # a recording bug must never break the user's forward
-            self._warn(f"recording the inputs of {type(slot.module).__name__} failed: {exc!r}")
-        return k
-
-    def _record_enter(
-        self, k: int, slot: Slot, parent: int, ins: list[tuple[Any, ...]], args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> None:  # fmt: skip
-        flow = self.flow
-        if flow is None:
-            self._capture(args, ins, k, 0)
-            if kwargs:
-                self._capture(kwargs, ins, k, 0)
-        else:
-            with torch._C.DisableTorchFunction():  # our own torch calls are not the model's ops
-                tensors = self._capture(args, ins, k, 0)
+            if self.flow is None:
+                if not kwargs and len(args) == 1 and isinstance(args[0], torch.Tensor):
+                    return [self.capture.take("0", args[0], where)]
+                ins = self._capture(args, k, 0)
                 if kwargs:
-                    tensors += self._capture(kwargs, ins, k, 0)
-                if parent < 0:
-                    for path, t in tensors:
-                        flow.produced([(path, t)], NodeRef("input", path), only_new=True)
-                else:
-                    self._inner.add(parent)
-                flow.consumed(tensors, NodeRef.call(k))
+                    ins += self._capture(kwargs, k, 0)
+                return ins
+            with torch._C.DisableTorchFunction():  # our own torch calls are not the model's ops
+                return self._grab_flow(k, args, kwargs)
+        except Exception as exc:
+            self._warn(f"recording the inputs of {type(self.slots[self.mods[k]].module).__name__} failed: {exc!r}")
+            return []
+
+    def _grab_flow(self, k: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Inputs with their producers: one link per tensor that came from a known node."""
+        flow = self.flow
+        assert flow is not None
+        tensors: Tensors = []
+        ins = self._capture(args, k, 0, tensors)
+        if kwargs:
+            ins += self._capture(kwargs, k, 0, tensors)
+        parent = self.parents[k]
+        if parent < 0:
+            for path, t in tensors:
+                flow.claim(t, NodeRef("input", path), only_new=True)
+        else:
+            self._inner.add(parent)
+        for (_, t), entry in zip(tensors, ins, strict=True):
+            flow.consume(t, k, entry[1], entry[2])
+        return ins
+
+    def _before(self, k: int, slot: Slot, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The probe's `before`, and for a leaf the op-capture mode off the stack."""
         probe = slot.probe
-        if probe is not None and probe.before is not None:
-            self._states[k] = probe.before(slot.module, args, kwargs)
+        try:
+            if probe is not None and probe.before is not None:
+                self._states[k] = probe.before(slot.module, args, kwargs)
+        except Exception as exc:
+            self._warn(f"{slot.name}: measuring {type(slot.module).__name__} for its checks failed: {exc!r}")
         if slot.leaf and self.mode is not None:
             paused = _pause(self.mode)
             if paused is not None:
                 self._paused[k] = paused
 
-    def _leave(self, k: int, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-        self._pop_to(k)
-        try:
-            self._record_leave(k, args, kwargs, output)
-        except Exception as exc:
-            self._warn(f"recording the outputs of {self.slots[self.mods[k]].name or 'the model'} failed: {exc!r}")
-        self._last_done = k
-
-    def _record_leave(self, k: int, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-        outs = self.outputs[k]
-        flow = self.flow
-        if flow is None:
-            self._capture(output, outs, k, 1)
+    def _leave(self, k: int, slot: Slot, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        stack = self._stack
+        if stack and stack[-1] == k and not self._paused:
+            stack.pop()
         else:
-            with torch._C.DisableTorchFunction():
-                tensors = self._capture(output, outs, k, 1)
-                flow.produced(tensors, NodeRef.call(k), only_new=k in self._inner)
-                if not self._stack:  # the model's own call: its outputs are the model's
-                    for path, t in tensors:
-                        flow.consumed([(path, t)], NodeRef("output", path))
-        slot = self.slots[self.mods[k]]
-        if slot.probe is not None:
-            self._measure(k, slot, args, kwargs, output)
+            self._pop_to(k)
+        try:
+            flow = self.flow
+            if flow is None:
+                self.outputs[k] = self._capture(output, k, 1)
+            else:
+                with torch._C.DisableTorchFunction():
+                    tensors: Tensors = []
+                    outs = self.outputs[k] = self._capture(output, k, 1, tensors)
+                    only_new = k in self._inner
+                    for _, t in tensors:
+                        flow.claim(t, k, only_new)
+                    if not stack:  # the model's own call: its outputs are the model's
+                        for (path, t), entry in zip(tensors, outs, strict=True):
+                            flow.consume(t, NodeRef("output", path), entry[1], entry[2])
+            if slot.probe is not None:
+                self._measure(k, slot, args, kwargs, output)
+        except Exception as exc:
+            self._warn(f"recording the outputs of {slot.name or 'the model'} failed: {exc!r}")
+        self._last_done = k
 
     def _measure(self, k: int, slot: Slot, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         """The family's probe on the live tensors; the module calls it makes are not recorded."""
@@ -244,25 +274,25 @@ class Recorder:
             if top == k:
                 return
 
-    def _capture(self, obj: Any, into: list[tuple[Any, ...]], k: int, side: int) -> Tensors:
-        """Record the tensors of `obj` into `into` (one tuple each) and its other
-        leaves as noted types; returns the tensors with their paths."""
-        tensors: Tensors
+    def _capture(self, obj: Any, k: int, side: int, tensors: Tensors | None = None) -> list[tuple[Any, ...]]:
+        """One entry per tensor of `obj` (see `Capture.take`), its other leaves
+        noted by type; the tensors with their paths go to `tensors` when given."""
+        take = self.capture.take
         if isinstance(obj, torch.Tensor):  # the common cases first, without the general walk
-            tensors = [("", obj)]
-        elif type(obj) is tuple and len(obj) <= 16 and all(isinstance(a, torch.Tensor) for a in obj):
-            tensors = list(zip(_PATHS, obj, strict=False))
+            if tensors is not None:
+                tensors.append(("", obj))
+            return [take("", obj, self.slots[self.mods[k]].name)]
+        found: Tensors = [] if tensors is None else tensors
+        start = len(found)
+        if type(obj) is tuple and len(obj) <= 16 and all(isinstance(a, torch.Tensor) for a in obj):
+            found.extend(zip(_PATHS, obj, strict=False))
         else:
-            tensors = []
             others: list[tuple[str, str]] = []
-            flatten(obj, tensors, others)
+            flatten(obj, found, others)
             if others:
                 self.others.setdefault(k, ([], []))[side].extend(others)
-        take = self.capture.take
         where = self.slots[self.mods[k]].name
-        for path, t in tensors:
-            into.append(take(path, t, where))
-        return tensors
+        return [take(path, t, where) for path, t in found[start:]]
 
     # -- ops between modules ------------------------------------------------------
 

@@ -41,18 +41,6 @@ class Deferred:
         self.index = index
 
 
-class _Seen:
-    """What was already captured for one tensor, to reuse while it is unchanged."""
-
-    __slots__ = ("ref", "stats", "value", "version")
-
-    def __init__(self, ref: Any, version: int, stats: Stats, value: np.ndarray | None) -> None:
-        self.ref = ref
-        self.version = version
-        self.stats = stats
-        self.value = value
-
-
 class _Pending:
     """Handles of one tensor's on-device reductions, resolved by `finalize` into `stats`."""
 
@@ -81,7 +69,7 @@ class Capture:
         self._deferred: list[torch.Tensor] = []
         self._resolved: list[np.ndarray] = []
         self._pending: list[_Pending] = []
-        self._seen: dict[int, _Seen] = {}
+        self._seen: dict[int, tuple[Any, ...]] = {}  # id -> (weakref, version, stats, value)
 
     # -- hot path -------------------------------------------------------------
 
@@ -95,11 +83,11 @@ class Capture:
             shape = ()
         if self.values is None:
             return (path, shape, t.dtype, t.device, t.requires_grad, None, None)
-        seen = self._lookup(t)
-        if seen is None:
+        seen = self._seen.get(id(t))
+        if seen is None or seen[0]() is not t or seen[1] != t._version:
             value = self._copy(t, where) if self.values == "full" else None
             seen = self._remember(t, self._launch_stats(t), value)
-        return (path, shape, t.dtype, t.device, t.requires_grad, seen.stats, seen.value)
+        return (path, shape, t.dtype, t.device, t.requires_grad, seen[2], seen[3])
 
     def tensor(self, path: str, t: torch.Tensor, where: str) -> TensorInfo:
         """One tensor as a `TensorInfo` at once (statistics still pending on a device
@@ -177,15 +165,10 @@ class Capture:
 
     # -- internals ------------------------------------------------------------
 
-    def _lookup(self, t: torch.Tensor) -> _Seen | None:
-        seen = self._seen.get(id(t))
-        if seen is None or seen.ref() is not t or seen.version != _version(t):
-            return None
-        return seen
-
-    def _remember(self, t: torch.Tensor, stats: Stats, value: np.ndarray | None) -> _Seen:
-        seen = _Seen(weakref.ref(t), _version(t), stats, value)
-        if seen.version >= 0:
+    def _remember(self, t: torch.Tensor, stats: Stats, value: np.ndarray | None) -> tuple[Any, ...]:
+        """Keep what was captured for `t` while it is alive and unchanged (its version)."""
+        seen = (weakref.ref(t), _version(t), stats, value)
+        if seen[1] >= 0:
             self._seen[id(t)] = seen
         return seen
 

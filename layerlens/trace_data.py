@@ -10,7 +10,8 @@ compared, saved to JSON and loaded back without the model.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -62,17 +63,46 @@ class TraceData:
         warnings: Sequence[str] = (),
         error: str | None = None,
         ops: Sequence[OpRecord] = (),
-        edges: Sequence[Edge] = (),
+        edges: Sequence[Edge] | Callable[[], list[Edge]] = (),
     ) -> None:
+        """`edges` may be a function that makes them when they are first read (the
+        data flow is recorded as plain tuples during the forward)."""
         self.records: list[LayerRecord] = list(records)
         self.meta = meta
         self.warnings: list[str] = list(warnings)
         self.error = error
         self.ops: list[OpRecord] = list(ops)
-        self.edges: list[Edge] = list(edges)
-        self._by_name: dict[str, list[LayerRecord]] = {}
-        for r in self.records:
-            self._by_name.setdefault(r.name, []).append(r)
+        self._edges: list[Edge] | None = None if callable(edges) else list(edges)
+        self._make_edges = edges if callable(edges) else None
+        self._lock = threading.Lock()
+        self._by_name: dict[str, list[LayerRecord]] | None = None
+
+    @property
+    def edges(self) -> list[Edge]:
+        """The data flow: one `Edge` per tensor passed from one node to another."""
+        if self._edges is None:
+            with self._lock:  # made once, whichever thread reads first
+                if self._edges is None:
+                    assert self._make_edges is not None
+                    self._edges, self._make_edges = self._make_edges(), None
+        return self._edges
+
+    def _names(self) -> dict[str, list[LayerRecord]]:
+        if self._by_name is None:
+            by_name: dict[str, list[LayerRecord]] = {}
+            for r in self.records:
+                by_name.setdefault(r.name, []).append(r)
+            self._by_name = by_name
+        return self._by_name
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled and copied with its edges made and without its lock."""
+        self.edges  # noqa: B018
+        return {**self.__dict__, "_lock": None, "_make_edges": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     # -- sequence and lookups -------------------------------------------------
 
@@ -94,7 +124,7 @@ class TraceData:
 
     def calls(self, name: str) -> list[LayerRecord]:
         """Every call of the module with this qualified name, in order."""
-        found = self._by_name.get(name)
+        found = self._names().get(name)
         if not found:
             raise KeyError(self._unknown(name))
         return list(found)
@@ -105,7 +135,7 @@ class TraceData:
         return [r for r in self.records if r.is_instance_of(cls)]
 
     def _unknown(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self._by_name), n=3)
+        close = difflib.get_close_matches(name, list(self._names()), n=3)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         return f"no module named {name!r} was called in this trace{hint}"
 
@@ -142,7 +172,7 @@ class TraceData:
             buffer_bytes=m.buffer_bytes,
             output_bytes=out_bytes,
             layer_calls=len(self.records),
-            modules_called=len(self._by_name),
+            modules_called=len(self._names()),
             checks=len(self.checks),
             failures=len(self.failures),
         )

@@ -25,15 +25,16 @@ from typing_extensions import Unpack
 from ._version import __version__
 from .data_flow import Flow, OpCapture
 from .errors import LayerlensWarning, TraceError
-from .failure import expected_by, failure_message, first_line, input_hint
+from .failure import expected_by, failure_message, input_hint
 from .inputs import positional_inputs
-from .layers.registry import REGISTRY, Coverage, InspectorOverrides
+from .layers.registry import REGISTRY
 from .model_index import ModelIndex
 from .model_plan import plan, strangers_called
 from .model_state import Restored, StateGuard
 from .options import TraceKeywords, TraceOptions
+from .quiet_gc import quiet_collector
+from .record_builder import build_records, describe
 from .recorder import Recorder
-from .records import Check, LayerRecord
 from .tensor_capture import Capture
 from .trace import Trace, TraceMeta
 
@@ -84,7 +85,7 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
         _emit(notes)
         return Trace([], _meta(model, index, opts), notes)
     args = positional_inputs(x, opts.input_size, opts.dtypes, model, opts.seed)
-    with _ONE_AT_A_TIME:
+    with _ONE_AT_A_TIME, quiet_collector():
         REGISTRY.resolve_pending()
         capture = Capture(opts.values, opts.max_bytes)
         flow = Flow() if opts.ops else None
@@ -101,7 +102,7 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
             if flow is not None:
                 flow.release()
             capture.finalize()
-            records, broken = _build_records(recorder, capture, index, opts.inspectors)
+            records, broken = build_records(recorder, capture, index, opts.inspectors)
         finally:
             recorder.remove()
             restored = guard.restore()
@@ -118,7 +119,7 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
         if not isinstance(failure, Exception):  # KeyboardInterrupt, SystemExit: the model is restored, go on
             raise failure
         raise _trace_error(result, recorder, failure, input_hint(args, root_kwargs)) from failure
-    _emit(result.warnings)
+    _emit(notes)
     return result
 
 
@@ -203,10 +204,10 @@ def _run(
 ) -> BaseException | None:
     """One forward with the recorder installed; returns what it raised (a
     KeyboardInterrupt included: the caller restores the model, then re-raises)."""
-    recorder.install()
     catching: Any = contextlib.nullcontext()
-    if recorder.flow is not None:
+    if recorder.flow is not None:  # before install: the wrappers of leaf modules pause it
         catching = recorder.mode = OpCapture(recorder.on_op)
+    recorder.install()
     try:
         with torch.enable_grad() if grad else torch.no_grad(), catching:
             try:
@@ -218,136 +219,6 @@ def _run(
     finally:
         recorder.remove()
     return None
-
-
-def _build_records(
-    recorder: Recorder, capture: Capture, index: ModelIndex, overrides: InspectorOverrides | None
-) -> tuple[list[LayerRecord], list[str]]:
-    """One LayerRecord per call, inspected; and notes about inspectors that broke."""
-    records: list[LayerRecord] = []
-    broken: list[str] = []
-    counts: dict[int, int] = {}
-    info, resolve = capture.info, capture.resolve
-    slots = recorder.slots
-    for k, i in enumerate(recorder.mods):
-        slot = slots[i]
-        module = slot.module
-        call_index = counts.get(i, 0)
-        counts[i] = call_index + 1
-        total, trainable = index.param_counts(module)
-        others = recorder.others.get(k, ((), ()))
-        error = recorder.errors.get(k)
-        parent = recorder.parents[k]
-        record = LayerRecord(
-            name=slot.name,
-            type_name=_type_name(module),
-            depth=slot.depth,
-            call_index=call_index,
-            inputs=tuple(info(e) for e in recorder.inputs[k]),
-            outputs=tuple(info(e) for e in recorder.outputs[k]),
-            num_params=total,
-            trainable_params=trainable,
-            training=recorder.training[k],
-            registered=slot.registered,
-            type_path=_type_path(type(module)),
-            other_inputs=tuple(others[0]),
-            other_outputs=tuple(others[1]),
-            error=_describe(error) if error is not None else None,
-            parent=parent if parent >= 0 else None,
-            measures={key: resolve(v) for key, v in recorder.measures.get(k, {}).items()},
-        )
-        if isinstance(module, torch.jit.ScriptModule):
-            record.details["torchscript"] = True
-            record.family = "torchscript"
-        else:
-            note = _inspect(module, record, REGISTRY.coverage(type(module)), overrides)
-            if note and note not in broken:
-                broken.append(note)
-        records.append(record)
-    return records, broken
-
-
-def _inspect(
-    module: nn.Module, record: LayerRecord, cover: Coverage, overrides: InspectorOverrides | None
-) -> str | None:
-    """Run the module's inspector; a broken inspector becomes a note, not a crash.
-
-    A family that does not judge this module (its forward is another) still
-    gives its facts; its checks are dropped and the record says why.
-    """
-    fn, judged = _inspector(type(module), cover, overrides)
-    record.family = cover.family.name if cover.family is not None else None
-    note = None
-    if fn is not None:
-        checks: list[Check] = []
-        try:
-            for item in fn(module, record) or ():
-                if not isinstance(item, Check):
-                    raise TypeError(f"inspectors must return or yield Check objects, got {type(item).__name__}")
-                checks.append(_plain_check(item))
-        except Exception as exc:
-            if judged:
-                name = getattr(fn, "__qualname__", fn)
-                note = f"inspector {name!s} failed on {record.type_name} '{record.label}': {exc!r}"
-        if judged:
-            record.checks.extend(checks)
-        elif checks or (cover.family is not None and cover.family.probe is not None):
-            record.not_checked = cover.reason
-    record.details = {k: _plain(v) for k, v in record.details.items()}
-    return note
-
-
-def _inspector(cls: type, cover: Coverage, overrides: InspectorOverrides | None) -> tuple[Any, bool]:
-    """The inspector to run and whether its checks count: a per-call override
-    first (it always counts), then the family's."""
-    if overrides:
-        for base in cls.__mro__:
-            if base in overrides:
-                return overrides[base], True
-    if cover.judged:
-        return cover.hook("inspect"), True
-    return cover.facts(), False
-
-
-def _plain_check(c: Check) -> Check:
-    """A check with a real bool and JSON-friendly values (inspectors may use tensors)."""
-    return Check(str(c.name), bool(c.ok), _plain(c.expected), _plain(c.actual), str(c.message))
-
-
-def _plain(value: Any) -> Any:
-    """Details as JSON-friendly values: tuples for sequences, str for the rest."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (tuple, list, torch.Size)):
-        return tuple(_plain(v) for v in value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
-        return _plain(value.item())
-    return str(value)
-
-
-_TYPE_PATHS: dict[type, tuple[str, ...]] = {}
-
-
-def _type_name(module: nn.Module) -> str:
-    """The class name, or for a TorchScript module the name of the class it was scripted from."""
-    if isinstance(module, torch.jit.ScriptModule):
-        return str(getattr(module, "original_name", type(module).__name__))
-    return type(module).__name__
-
-
-def _type_path(cls: type) -> tuple[str, ...]:
-    path = _TYPE_PATHS.get(cls)
-    if path is None:
-        stop = cls.__mro__.index(nn.Module)
-        path = _TYPE_PATHS[cls] = tuple(f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__[:stop])
-    return path
-
-
-def _describe(error: BaseException) -> str:
-    text = first_line(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _meta(model: nn.Module, index: ModelIndex, opts: TraceOptions) -> TraceMeta:
@@ -390,7 +261,7 @@ def _trace_error(partial: Trace, recorder: Recorder, error: Exception, hint: str
     """Find the innermost call that raised this error and explain it."""
     k = _failing_call(recorder, error)
     if k is None:
-        partial.error = f"forward failed before any module ran: {_describe(error)}"
+        partial.error = f"forward failed before any module ran: {describe(error)}"
         if hint:
             partial.error += f"\n  hint: {hint}"
         return TraceError(partial.error, partial, None)
