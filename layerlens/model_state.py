@@ -15,6 +15,7 @@ and is reported by name.
 
 from __future__ import annotations
 
+import operator
 import random
 import sys
 from collections.abc import Callable
@@ -38,24 +39,25 @@ class StateGuard:
     """Snapshot on construction; `restore()` puts everything back."""
 
     def __init__(self, named: list[tuple[str, nn.Module]], snapshot_params: bool = False) -> None:
-        # one walk: per module its flag and its three tables as they are (items of the non-empty ones)
-        self._modules: list[tuple[str, nn.Module, bool, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]] = []
+        # one walk: per module its flag and its three tables as (keys, values) (empty ones as ())
+        self._modules: list[tuple[str, nn.Module, bool, Any, Any, Any]] = []
         params: list[tuple[str, str, torch.Tensor]] = []
         buffers: list[tuple[str, str, torch.Tensor]] = []
         script = torch.jit.ScriptModule
         for name, m in named:
             if isinstance(m, script):  # tables live in TorchScript wrappers: values only
-                self._modules.append((name, m, m.training, _SKIP, _SKIP, _SKIP))
+                self._modules.append((name, m, m.training, None, None, None))
                 params += [(name, k, p) for k, p in m.named_parameters(recurse=False)]
                 buffers += [(name, k, b) for k, b in m.named_buffers(recurse=False)]
                 continue
             ps, bs, ms = m._parameters, m._buffers, m._modules
-            p_items = tuple(ps.items()) if ps else ()
-            b_items = tuple(bs.items()) if bs else ()
-            self._modules.append((name, m, m.training, p_items, b_items, tuple(ms.items()) if ms else ()))
-            params += [(name, k, p) for k, p in p_items if p is not None]
-            buffers += [(name, k, b) for k, b in b_items if b is not None]
-        self._params = [(name, k, p, _version(p)) for name, k, p in params]
+            self._modules.append((name, m, m.training, _table(ps), _table(bs), _table(ms)))
+            if ps:
+                params += [(name, k, p) for k, p in ps.items() if p is not None]
+            if bs:
+                buffers += [(name, k, b) for k, b in bs.items() if b is not None]
+        self._params = params
+        self._versions = _versions([p for *_, p in params])
         tensors = buffers + params if snapshot_params else buffers
         self._copies = [(name, k, t, t.detach().clone()) for name, k, t in tensors]
         self._rng = _rng_state()
@@ -63,25 +65,51 @@ class StateGuard:
     def restore(self) -> Restored:
         """Undo every change the forward made, each part on its own."""
         done = Restored()
-        for name, m, flag, *items in self._modules:
+        for name, m, flag, *before in self._modules:
             if m.training is not flag:
                 _attempt(done, name, "its train/eval flag", _set_flag, m, flag)
-            if items[0] is _SKIP:
+            if before[0] is None:  # TorchScript
                 continue
             tables: tuple[dict[str, Any], ...] = (m._parameters, m._buffers, m._modules)
-            for kind, table, before in zip(_KINDS, tables, items, strict=True):
-                if len(table) != len(before) or any(table.get(k, table) is not v for k, v in before):
-                    _attempt(done, name, f"its {kind} table", _put_table, table, before)
+            for kind, table, was in zip(_KINDS, tables, before, strict=True):
+                if _changed(table, was):
+                    _attempt(done, name, f"its {kind} table", _put_table, table, was)
         for name, k, t, copy in self._copies:
             _attempt(done, _join(name, k), "its values", _put_values, t, copy)
-        copied = {id(t) for *_, t, _ in self._copies}
-        done.edited_params = [_join(n, k) for n, k, p, v in self._params if id(p) not in copied and _version(p) != v]
+        now = _versions([p for *_, p in self._params])
+        if now != self._versions:
+            copied = {id(t) for *_, t, _ in self._copies}
+            done.edited_params = [
+                _join(n, k)
+                for (n, k, p), v, w in zip(self._params, self._versions, now, strict=True)
+                if id(p) not in copied and v != w
+            ]
         _attempt(done, "", "the random number generators", _set_rng_state, self._rng)
         return done
 
 
-_SKIP: tuple[Any, ...] = ("<torchscript>",)  # tables not snapshotted (TorchScript)
 _KINDS = ("parameter", "buffer", "submodule")
+
+
+def _table(table: dict[str, Any]) -> Any:
+    """A table as it is: `()` when empty, else its keys and values."""
+    return (tuple(table), tuple(table.values())) if table else ()
+
+
+def _changed(table: dict[str, Any], was: Any) -> bool:
+    """Whether entries were added, removed or reassigned since `_table` took `was`."""
+    if not was:
+        return bool(table)
+    keys, values = was
+    return len(table) != len(keys) or tuple(table) != keys or not all(map(operator.is_, table.values(), values))
+
+
+def _versions(tensors: list[torch.Tensor]) -> list[int]:
+    """Version counters (-1 for inference tensors, which have none)."""
+    try:
+        return [t._version for t in tensors]
+    except RuntimeError:
+        return [_version(t) for t in tensors]
 
 
 def _attempt(done: Restored, name: str, what: str, step: Callable[..., Any], *args: Any) -> None:
@@ -96,10 +124,11 @@ def _set_flag(m: nn.Module, flag: bool) -> None:
     m.training = flag
 
 
-def _put_table(table: dict[str, Any], items: tuple[tuple[str, Any], ...]) -> None:
+def _put_table(table: dict[str, Any], was: Any) -> None:
     """Entries reassigned, added or removed by the forward: the table as it was."""
     table.clear()
-    table.update(items)
+    if was:
+        table.update(zip(*was, strict=True))
 
 
 def _put_values(t: torch.Tensor, copy: torch.Tensor) -> None:

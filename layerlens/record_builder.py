@@ -28,36 +28,44 @@ def build_records(
     records: list[LayerRecord] = []
     broken: list[str] = []
     counts: dict[int, int] = {}
-    info, resolve = capture.info, capture.resolve
+    info = capture.info
     slots = recorder.slots
-    for k, i in enumerate(recorder.mods):
+    measures, others, errors = recorder.measures, recorder.others, recorder.errors
+    script = torch.jit.ScriptModule
+    for k, (i, parent, training, ins, outs) in enumerate(
+        zip(recorder.mods, recorder.parents, recorder.training, recorder.inputs, recorder.outputs, strict=True)
+    ):
         slot = slots[i]
         module = slot.module
         call_index = counts.get(i, 0)
         counts[i] = call_index + 1
         total, trainable = index.param_counts(module)
-        others = recorder.others.get(k, ((), ()))
-        error = recorder.errors.get(k)
-        parent = recorder.parents[k]
+        other = others.get(k, _NO_OTHERS)
+        error = errors.get(k)
+        measured = measures.get(k)
         record = LayerRecord(
-            name=slot.name,
-            type_name=_type_name(module),
-            depth=slot.depth,
-            call_index=call_index,
-            inputs=tuple(info(e) for e in recorder.inputs[k]),
-            outputs=tuple(info(e) for e in recorder.outputs[k]),
-            num_params=total,
-            trainable_params=trainable,
-            training=recorder.training[k],
-            registered=slot.registered,
-            type_path=_type_path(type(module)),
-            other_inputs=tuple(others[0]),
-            other_outputs=tuple(others[1]),
-            error=describe(error) if error is not None else None,
-            parent=parent if parent >= 0 else None,
-            measures={key: resolve(v) for key, v in recorder.measures.get(k, {}).items()},
+            slot.name,
+            _type_name(module),
+            slot.depth,
+            call_index,
+            tuple([info(e) for e in ins]),
+            tuple([info(e) for e in outs]),
+            total,
+            trainable,
+            {},
+            [],
+            training,
+            slot.registered,
+            _type_path(type(module)),
+            tuple(other[0]),
+            tuple(other[1]),
+            describe(error) if error is not None else None,
+            parent if parent >= 0 else None,
+            None,
+            None,
+            {key: capture.resolve(v) for key, v in measured.items()} if measured else {},
         )
-        if isinstance(module, torch.jit.ScriptModule):
+        if isinstance(module, script):
             record.details["torchscript"] = True
             record.family = "torchscript"
         else:
@@ -66,6 +74,9 @@ def build_records(
                 broken.append(note)
         records.append(record)
     return records, broken
+
+
+_NO_OTHERS: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())
 
 
 def _inspect(
@@ -94,7 +105,9 @@ def _inspect(
             record.checks.extend(checks)
         elif checks or (cover.family is not None and cover.family.probe is not None):
             record.not_checked = cover.reason
-    record.details = {k: _plain(v) for k, v in record.details.items()}
+    details = record.details
+    if details:
+        record.details = {k: _plain(v) for k, v in details.items()}
     return note
 
 

@@ -173,25 +173,30 @@ class Recorder:
                     ins += self._capture(kwargs, k, 0)
                 return ins
             with torch._C.DisableTorchFunction():  # our own torch calls are not the model's ops
-                return self._grab_flow(k, args, kwargs)
+                return self._grab_flow(k, where, args, kwargs)
         except Exception as exc:
             self._warn(f"recording the inputs of {type(self.slots[self.mods[k]].module).__name__} failed: {exc!r}")
             return []
 
-    def _grab_flow(self, k: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def _grab_flow(self, k: int, where: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Inputs with their producers: one link per tensor that came from a known node."""
         flow = self.flow
         assert flow is not None
+        parent = self.parents[k]
+        if parent >= 0:
+            self._inner.add(parent)
+            if not kwargs and len(args) == 1 and isinstance(args[0], torch.Tensor):  # the common case
+                t = args[0]
+                entry = self.capture.take("0", t, where)
+                flow.consume(t, k, entry[1], entry[2])
+                return [entry]
         tensors: Tensors = []
         ins = self._capture(args, k, 0, tensors)
         if kwargs:
             ins += self._capture(kwargs, k, 0, tensors)
-        parent = self.parents[k]
         if parent < 0:
             for path, t in tensors:
                 flow.claim(t, NodeRef("input", path), only_new=True)
-        else:
-            self._inner.add(parent)
         for (_, t), entry in zip(tensors, ins, strict=True):
             flow.consume(t, k, entry[1], entry[2])
         return ins
@@ -218,22 +223,36 @@ class Recorder:
         try:
             flow = self.flow
             if flow is None:
-                self.outputs[k] = self._capture(output, k, 1)
+                if isinstance(output, torch.Tensor):
+                    self.outputs[k] = [self.capture.take("", output, slot.name)]
+                else:
+                    self.outputs[k] = self._capture(output, k, 1)
             else:
                 with torch._C.DisableTorchFunction():
-                    tensors: Tensors = []
-                    outs = self.outputs[k] = self._capture(output, k, 1, tensors)
-                    only_new = k in self._inner
-                    for _, t in tensors:
-                        flow.claim(t, k, only_new)
-                    if not stack:  # the model's own call: its outputs are the model's
-                        for (path, t), entry in zip(tensors, outs, strict=True):
-                            flow.consume(t, NodeRef("output", path), entry[1], entry[2])
+                    if isinstance(output, torch.Tensor) and stack:  # the common case
+                        self.outputs[k] = [self.capture.take("", output, slot.name)]
+                        flow.claim(output, k, k in self._inner)
+                    else:
+                        self._leave_flow(k, output)
             if slot.probe is not None:
                 self._measure(k, slot, args, kwargs, output)
         except Exception as exc:
             self._warn(f"recording the outputs of {slot.name or 'the model'} failed: {exc!r}")
         self._last_done = k
+
+    def _leave_flow(self, k: int, output: Any) -> None:
+        """Outputs with this call as their producer (a call with calls or ops inside
+        claims only new tensors); the root's are the model's outputs."""
+        flow = self.flow
+        assert flow is not None
+        tensors: Tensors = []
+        outs = self.outputs[k] = self._capture(output, k, 1, tensors)
+        only_new = k in self._inner
+        for _, t in tensors:
+            flow.claim(t, k, only_new)
+        if not self._stack:
+            for (path, t), entry in zip(tensors, outs, strict=True):
+                flow.consume(t, NodeRef("output", path), entry[1], entry[2])
 
     def _measure(self, k: int, slot: Slot, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         """The family's probe on the live tensors; the module calls it makes are not recorded."""

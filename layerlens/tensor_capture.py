@@ -218,7 +218,7 @@ def _device_name(device: torch.device) -> str:
 def _shape_of(shape: Any) -> tuple[int, ...]:
     """A recorded `torch.Size` as plain ints (symbolic sizes of jagged tensors as -1)."""
     try:
-        return tuple(int(d) for d in shape)
+        return tuple(map(int, shape))
     except (TypeError, RuntimeError, ValueError):
         return tuple(d if isinstance(d, int) else -1 for d in shape)
 
