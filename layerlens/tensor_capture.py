@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .records import TensorInfo, TensorStats
-from .tensor_stats import cpu_stats, device_reductions, host_stats, summarisable
+from .tensor_stats import StatsBatch, cpu_stats, device_reductions, host_stats, summarisable
 
 ValuesMode = Literal["stats", "full"] | None
 DEFAULT_MAX_BYTES = 256 * 2**20  # the default of TraceOptions.max_bytes
@@ -54,13 +54,24 @@ class _Pending:
         self.waiting: list[TensorInfo] = []  # infos made before `finalize` (see `Capture.tensor`)
 
 
-Stats = TensorStats | _Pending | None
+class _Staged:
+    """Handle of a small tensor's statistics, set when its `StatsBatch` flushes."""
+
+    __slots__ = ("stats",)
+
+    def __init__(self) -> None:
+        self.stats: TensorStats | None = None
+
+
+Stats = TensorStats | _Pending | _Staged | None
 
 
 class Capture:
     """Captures tensors for one trace; call `finalize` once the forward is over."""
 
-    def __init__(self, values: ValuesMode, max_bytes: int = DEFAULT_MAX_BYTES, sample: int | None = None) -> None:
+    def __init__(
+        self, values: ValuesMode, max_bytes: int = DEFAULT_MAX_BYTES, sample: int | None = None, batch: bool = False
+    ) -> None:
         self.values = values
         self.sample = sample  # see tensor_stats.cpu_stats: sampled mean/std/zeros for large tensors
         self.max_bytes = max_bytes
@@ -69,7 +80,9 @@ class Capture:
         self._deferred: list[torch.Tensor] = []
         self._resolved: list[np.ndarray] = []
         self._pending: list[_Pending] = []
-        self._seen: dict[int, tuple[Any, ...]] = {}  # id -> (weakref, version, stats, value)
+        self._seen: dict[int, tuple[Any, ...]] = {}
+        # small tensors' stats in batches: for callers that make infos only after `finalize`
+        self._batch = StatsBatch() if batch else None  # id -> (weakref, version, stats, value)
 
     # -- hot path -------------------------------------------------------------
 
@@ -106,7 +119,7 @@ class Capture:
     def info(entry: tuple[Any, ...]) -> TensorInfo:
         """The `TensorInfo` of a `take` tuple, after `finalize`."""
         stats = entry[5]
-        if isinstance(stats, _Pending):
+        if isinstance(stats, (_Pending, _Staged)):
             stats = stats.stats
         return TensorInfo(entry[0], _shape_of(entry[1]), dtype_name(entry[2]), _device_name(entry[3]), entry[4],
                           stats, entry[6])  # fmt: skip
@@ -134,6 +147,8 @@ class Capture:
 
     def finalize(self) -> None:
         """Move every deferred result to the host at once and fill in the stats."""
+        if self._batch is not None:
+            self._batch.flush()
         by_device: dict[torch.device, list[int]] = {}
         for i, t in enumerate(self._deferred):
             by_device.setdefault(t.device, []).append(i)
@@ -178,6 +193,11 @@ class Capture:
         if x is None:
             return None
         if self._reads_are_free(x.device):
+            small = x.dtype == torch.float32 and x.numel() <= StatsBatch.LARGEST and not x.is_neg()
+            if small and self._batch is not None:
+                staged = _Staged()
+                self._batch.add(x.numpy(), staged)
+                return staged
             return cpu_stats(x, self.sample)
         vec, counts = device_reductions(x)
         pending = _Pending(self._enqueue(vec), self._enqueue(counts), x.numel())

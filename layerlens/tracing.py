@@ -87,7 +87,7 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
     args = positional_inputs(x, opts.input_size, opts.dtypes, model, opts.seed)
     with _ONE_AT_A_TIME, quiet_collector():
         REGISTRY.resolve_pending()
-        capture = Capture(opts.values, opts.max_bytes)
+        capture = Capture(opts.values, opts.max_bytes, batch=True)
         flow = Flow() if opts.ops else None
         slots, strangers = plan(index)
         recorder = Recorder(slots, capture, probes=opts.values is not None, flow=flow)
