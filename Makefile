@@ -15,7 +15,7 @@ ZOO_TORCH ?= torch==2.14.1 torchvision==0.29.1
 ZOO_LIBS ?= timm==1.0.31 transformers==5.24.0
 ZOO_STAMP := $(ZOO_VENV)/.layerlens-installed
 
-.PHONY: setup demo test zoo lint docs-diagrams clean
+.PHONY: setup demo test zoo lint bench docs-diagrams clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,12 @@ $(ZOO_STAMP): pyproject.toml examples/plugin/pyproject.toml
 
 zoo: $(ZOO_STAMP) setup
 	$(ZOO_VENV)/bin/python -m pytest -q tests/zoo
+
+# benchmarks/RESULTS.md: the fixed model set here, the real architectures in the zoo's venv
+bench: setup $(ZOO_STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torchinfo
+	$(ZOO_VENV)/bin/python -m pip install --quiet --disable-pip-version-check torchinfo
+	$(BIN)/python -m benchmarks --real-python $(ZOO_VENV)/bin/python --out benchmarks/RESULTS.md
 
 lint: setup
 	$(BIN)/ruff check layerlens tests examples docs benchmarks

@@ -27,7 +27,7 @@ def measure(index: int, values: str) -> dict[str, float]:
     tracemalloc.stop()
     grown = _peak_rss() - base
     kept = {id(i.value): i.value.nbytes for r in t for i in (*r.inputs, *r.outputs) if i.value is not None}
-    return {"rss": grown, "tracemalloc": peak, "kept": sum(kept.values())}
+    return {"rss": grown, "tracemalloc": peak, "kept": sum(kept.values()), "plain_peak": base, "peak": base + grown}
 
 
 def _peak_rss() -> int:
