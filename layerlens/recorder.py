@@ -33,13 +33,14 @@ from .tensor_capture import Capture
 _PATHS = tuple(str(i) for i in range(16))  # "0", "1", ...: paths of positional tensors
 _NOTHING: list[tuple[Any, ...]] = []  # outputs of a call that has not returned (shared, never appended to)
 _ABSENT = object()  # no `_call_impl` of its own in the module's __dict__
+_PUSHED = object()  # a call that put the op-capture mode on the stack
 Tensors = list[tuple[str, torch.Tensor]]
 
 
 class Slot:
     """What is known about one module of the traced model before it runs."""
 
-    __slots__ = ("cover", "depth", "leaf", "module", "name", "probe", "registered")
+    __slots__ = ("cover", "depth", "leaf", "module", "name", "probe", "registered", "runs_code")
 
     def __init__(self, module: nn.Module, name: str, depth: int, leaf: bool, registered: bool = True) -> None:
         self.module = module
@@ -47,6 +48,8 @@ class Slot:
         self.depth = depth
         self.leaf = leaf  # no submodules (or opaque): its own torch calls are its business, not data flow
         self.registered = registered
+        # its own forward runs between its submodules' calls (not a leaf, not a Sequential's chaining)
+        self.runs_code = not leaf and getattr(type(module), "forward", None) is not nn.Sequential.forward
         self.probe: Probe | None = None
         self.cover: Coverage | None = None  # the family judging it, decided when the trace runs
 
@@ -77,7 +80,8 @@ class Recorder:
         self._stack: list[int] = []
         self._inner: set[int] = set()  # calls with a module call or op inside
         self._states: dict[int, Any] = {}  # probe `before` results, by call
-        self._paused: dict[int, Any] = {}  # leaf calls that took the op-capture mode off the stack
+        self._paused: dict[int, Any] = {}  # calls that took the op-capture mode off the stack, or _PUSHED it
+        self._on = False  # whether the op-capture mode is on the torch-function stack
         self._last_done = -1
         self._thread = threading.get_ident()
         self._installed: list[tuple[dict[str, Any], Any, Any]] = []  # (__dict__, _call_impl, _compiled_call_impl)
@@ -134,7 +138,7 @@ class Recorder:
 
         def make(i: int, slot: Slot, call: Callable[..., Any]) -> Callable[..., Any]:
             module, name = slot.module, slot.name
-            special = slot.probe is not None or (slot.leaf and pausing)
+            special = slot.probe is not None or pausing
 
             def recording_call(*args: Any, **kwargs: Any) -> Any:
                 if not rec.live or get_ident() != thread:
@@ -172,6 +176,8 @@ class Recorder:
                 if kwargs:
                     ins += self._capture(kwargs, k, 0)
                 return ins
+            if not self._on:
+                return self._grab_flow(k, where, args, kwargs)
             with torch._C.DisableTorchFunction():  # our own torch calls are not the model's ops
                 return self._grab_flow(k, where, args, kwargs)
         except Exception as exc:
@@ -202,16 +208,27 @@ class Recorder:
         return ins
 
     def _before(self, k: int, slot: Slot, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """The probe's `before`, and for a leaf the op-capture mode off the stack."""
+        """The probe's `before`; and the op-capture mode on the torch-function stack
+        exactly while a module's own code runs (off in leaves and Sequentials,
+        so their torch calls cost nothing to catch)."""
         probe = slot.probe
         try:
             if probe is not None and probe.before is not None:
                 self._states[k] = probe.before(slot.module, args, kwargs)
         except Exception as exc:
             self._warn(f"{slot.name}: measuring {type(slot.module).__name__} for its checks failed: {exc!r}")
-        if slot.leaf and self.mode is not None:
-            paused = _pause(self.mode)
+        mode = self.mode
+        if mode is None:
+            return
+        if slot.runs_code:  # the module's own code runs torch functions between modules: catch them
+            if not self._on:
+                torch._C._push_on_torch_function_stack(mode)
+                self._on = True
+                self._paused[k] = _PUSHED
+        elif self._on:  # a leaf's torch calls (an `F.linear`) and a Sequential's chaining are not ops
+            paused = _pause(mode)
             if paused is not None:
+                self._on = False
                 self._paused[k] = paused
 
     def _leave(self, k: int, slot: Slot, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
@@ -227,24 +244,26 @@ class Recorder:
                     self.outputs[k] = [self.capture.take("", output, slot.name)]
                 else:
                     self.outputs[k] = self._capture(output, k, 1)
+            elif self._on:
+                with torch._C.DisableTorchFunction():  # our own torch calls are not the model's ops
+                    self._leave_flow(k, slot, output)
             else:
-                with torch._C.DisableTorchFunction():
-                    if isinstance(output, torch.Tensor) and stack:  # the common case
-                        self.outputs[k] = [self.capture.take("", output, slot.name)]
-                        flow.claim(output, k, k in self._inner)
-                    else:
-                        self._leave_flow(k, output)
+                self._leave_flow(k, slot, output)
             if slot.probe is not None:
                 self._measure(k, slot, args, kwargs, output)
         except Exception as exc:
             self._warn(f"recording the outputs of {slot.name or 'the model'} failed: {exc!r}")
         self._last_done = k
 
-    def _leave_flow(self, k: int, output: Any) -> None:
+    def _leave_flow(self, k: int, slot: Slot, output: Any) -> None:
         """Outputs with this call as their producer (a call with calls or ops inside
         claims only new tensors); the root's are the model's outputs."""
         flow = self.flow
         assert flow is not None
+        if isinstance(output, torch.Tensor) and self._stack:  # the common case
+            self.outputs[k] = [self.capture.take("", output, slot.name)]
+            flow.claim(output, k, k in self._inner)
+            return
         tensors: Tensors = []
         outs = self.outputs[k] = self._capture(output, k, 1, tensors)
         only_new = k in self._inner
@@ -287,9 +306,13 @@ class Recorder:
         stack = self._stack
         while stack:
             top = stack.pop()
-            paused = self._paused.pop(top, None)
-            if paused is not None:
-                torch._C._push_on_torch_function_stack(paused)
+            switched = self._paused.pop(top, None)
+            if switched is _PUSHED:
+                if _pause(self.mode) is not None:
+                    self._on = False
+            elif switched is not None:
+                torch._C._push_on_torch_function_stack(switched)
+                self._on = True
             if top == k:
                 return
 

@@ -204,16 +204,15 @@ def _run(
 ) -> BaseException | None:
     """One forward with the recorder installed; returns what it raised (a
     KeyboardInterrupt included: the caller restores the model, then re-raises)."""
-    catching: Any = contextlib.nullcontext()
-    if recorder.flow is not None:  # before install: the wrappers of leaf modules pause it
-        catching = recorder.mode = OpCapture(recorder.on_op)
+    if recorder.flow is not None:  # before install: the wrappers put it on the stack while modules' code runs
+        recorder.mode = OpCapture(recorder.on_op)
     recorder.install()
     try:
-        with torch.enable_grad() if grad else torch.no_grad(), catching:
+        with torch.enable_grad() if grad else torch.no_grad():
             try:
                 model(*args, **kwargs)
             finally:
-                recorder.close()  # before the mode exits, so it finds itself on top of the stack
+                recorder.close()  # takes the op-capture mode off the stack, whatever happened
     except BaseException as exc:
         return exc
     finally:
