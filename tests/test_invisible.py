@@ -230,3 +230,22 @@ def test_buffers_of_a_custom_norm_forward_are_restored_in_eval_too() -> None:
     ll.trace(model, x)
     ll.trace(model, x, mode="train")
     _assert_same(before, model)
+
+
+def test_the_garbage_collector_is_as_before_after_a_trace() -> None:
+    import gc
+
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+    before = (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count())
+    ll.trace(model, torch.randn(2, 3))
+    assert (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()) == before
+    with pytest.raises(ll.TraceError):
+        ll.trace(model, torch.randn(2, 4))
+    assert (gc.isenabled(), gc.get_threshold(), gc.get_freeze_count()) == before
+    gc.freeze()  # a process that froze its own objects (a pre-fork server) keeps them frozen
+    try:
+        frozen = gc.get_freeze_count()
+        ll.trace(model, torch.randn(2, 3))
+        assert gc.get_freeze_count() > frozen // 2  # still frozen (objects freed meanwhile leave it)
+    finally:
+        gc.unfreeze()
