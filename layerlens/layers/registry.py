@@ -156,6 +156,7 @@ class Registry:
     def __init__(self) -> None:
         self._stacks: dict[type, list[LayerFamily]] = {}
         self._pending: list[tuple[str, LayerFamily]] = []
+        self._awaited: set[str] = set()  # the modules the pending names are in
         self._cache: dict[type, Coverage] = {}
         self._loaded = False
 
@@ -167,6 +168,7 @@ class Registry:
             if isinstance(t, str):
                 _split(t)  # fail now on a malformed name
                 self._pending.append((t, family))
+                self._awaited.add(_split(t)[0])
             else:
                 self._stacks.setdefault(_module_type(t), []).append(family)
         self._cache.clear()
@@ -183,7 +185,7 @@ class Registry:
 
     def resolve_pending(self) -> None:
         """Register string types whose module has been imported since (cheap: dict lookups)."""
-        if not self._pending:
+        if not self._pending or not any(m in sys.modules for m in self._awaited):
             return
         still = []
         for name, family in self._pending:
@@ -196,6 +198,7 @@ class Registry:
             elif module is None:
                 still.append((name, family))
         self._pending = still
+        self._awaited = {_split(name)[0] for name, _ in still}
 
     def coverage(self, cls: type) -> Coverage:
         """The family that understands `cls`, and whether it judges it."""
