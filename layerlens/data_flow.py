@@ -41,7 +41,7 @@ class Flow:
     `edges` turns them into `Edge`s once the trace is read."""
 
     def __init__(self) -> None:
-        self.ops: list[OpRecord] = []
+        self._ops: list[tuple[Any, ...]] = []  # (name, label, parent, inputs, outputs), tensors as plain tuples
         # (consumer, producer, id of the tensor, shape, dtype), in the order they happened
         self.links: list[tuple[Node, Node, int, Any, torch.dtype]] = []
         self._producer: dict[int, tuple[Any, Node]] = {}
@@ -70,7 +70,10 @@ class Flow:
     ) -> bool:
         """Record a functional operation; False when it produced no new tensor."""
         outs: Tensors = []
-        flatten(out, outs, [])
+        if isinstance(out, torch.Tensor):
+            outs.append(("", out))
+        else:
+            flatten(out, outs, [])
         if not outs:
             return False
         ins: Tensors = []
@@ -78,13 +81,21 @@ class Flow:
         name = _name(func)
         if not _mutates(name) and {id(t) for _, t in outs} <= {id(t) for _, t in ins}:
             return False  # returned an input unchanged (x.contiguous() on a contiguous x, ...)
-        node = NodeRef.op(len(self.ops))
+        node = NodeRef.op(len(self._ops))
         for _, t in ins:
             self.consume(t, node, t.shape, t.dtype)
         for _, t in outs:
             self.claim(t, node)
-        self.ops.append(OpRecord(len(self.ops), name, _label(name, args), parent, _infos(ins), _infos(outs)))
+        label = _label(name, args) if name == "__getitem__" else _SYMBOLS.get(name, name)
+        self._ops.append((name, label, parent, _metas(ins), _metas(outs)))
         return True
+
+    def ops(self) -> list[OpRecord]:
+        """The operations as `OpRecord`s (made when the trace is first read)."""
+        return [
+            OpRecord(i, name, label, parent, _infos(ins), _infos(outs))
+            for i, (name, label, parent, ins, outs) in enumerate(self._ops)
+        ]
 
     def release(self) -> None:
         """Forget every tensor (the links keep only shapes)."""
@@ -157,5 +168,11 @@ def _index_part(p: Any) -> str:
     return repr(p)
 
 
-def _infos(tensors: Tensors) -> tuple[TensorInfo, ...]:
-    return tuple(TensorInfo(path, tuple(t.shape), dtype_name(t.dtype), str(t.device)) for path, t in tensors)
+def _metas(tensors: Tensors) -> list[tuple[str, Any, torch.dtype, torch.device]]:
+    return [(path, t.shape, t.dtype, t.device) for path, t in tensors]
+
+
+def _infos(metas: list[tuple[str, Any, torch.dtype, torch.device]]) -> tuple[TensorInfo, ...]:
+    return tuple(
+        TensorInfo(path, tuple(shape), dtype_name(dtype), str(device)) for path, shape, dtype, device in metas
+    )

@@ -62,16 +62,17 @@ class TraceData:
         meta: TraceMeta,
         warnings: Sequence[str] = (),
         error: str | None = None,
-        ops: Sequence[OpRecord] = (),
+        ops: Sequence[OpRecord] | Callable[[], list[OpRecord]] = (),
         edges: Sequence[Edge] | Callable[[], list[Edge]] = (),
     ) -> None:
-        """`edges` may be a function that makes them when they are first read (the
-        data flow is recorded as plain tuples during the forward)."""
+        """`ops` and `edges` may be functions that make them when they are first
+        read (the data flow is recorded as plain tuples during the forward)."""
         self.records: list[LayerRecord] = list(records)
         self.meta = meta
         self.warnings: list[str] = list(warnings)
         self.error = error
-        self.ops: list[OpRecord] = list(ops)
+        self._ops: list[OpRecord] | None = None if callable(ops) else list(ops)
+        self._make_ops = ops if callable(ops) else None
         self._edges: list[Edge] | None = None if callable(edges) else list(edges)
         self._make_edges = edges if callable(edges) else None
         self._lock = threading.Lock()
@@ -87,6 +88,16 @@ class TraceData:
                     self._edges, self._make_edges = self._make_edges(), None
         return self._edges
 
+    @property
+    def ops(self) -> list[OpRecord]:
+        """The functional operations run between modules, in order."""
+        if self._ops is None:
+            with self._lock:
+                if self._ops is None:
+                    assert self._make_ops is not None
+                    self._ops, self._make_ops = self._make_ops(), None
+        return self._ops
+
     def _names(self) -> dict[str, list[LayerRecord]]:
         if self._by_name is None:
             by_name: dict[str, list[LayerRecord]] = {}
@@ -98,7 +109,8 @@ class TraceData:
     def __getstate__(self) -> dict[str, Any]:
         """Pickled and copied with its edges made and without its lock."""
         self.edges  # noqa: B018
-        return {**self.__dict__, "_lock": None, "_make_edges": None}
+        self.ops  # noqa: B018
+        return {**self.__dict__, "_lock": None, "_make_edges": None, "_make_ops": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

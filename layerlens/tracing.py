@@ -112,7 +112,7 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
         records,
         _meta(model, index, opts),
         notes,
-        ops=flow.ops if flow is not None else (),
+        ops=flow.ops if flow is not None else (),  # made when first read
         edges=flow.edges if flow is not None else (),
     )
     if failure is not None:
