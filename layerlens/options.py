@@ -80,7 +80,7 @@ class TraceOptions:
     def merge(cls, options: TraceOptions | None = None, **keywords: Any) -> TraceOptions:
         """`options` (or the defaults) with `keywords` replacing fields; an unknown
         keyword is a TypeError that names the closest option."""
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = _NAMES
         for key in keywords:
             if key not in names:
                 close = difflib.get_close_matches(key, names, n=1)
@@ -88,8 +88,9 @@ class TraceOptions:
                 raise TypeError(f"unknown option {key!r}{hint}")
         if options is not None and not isinstance(options, TraceOptions):
             raise TypeError(f"options must be a layerlens.TraceOptions, got {type(options).__name__}")
-        base = options or cls()
-        return dataclasses.replace(base, **keywords) if keywords else base
+        if options is None:
+            return cls(**keywords) if keywords else _DEFAULT
+        return dataclasses.replace(options, **keywords) if keywords else options
 
 
 class TraceKeywords(TypedDict, total=False):
@@ -112,3 +113,7 @@ def _frozen(value: Any) -> Any:
     if isinstance(value, torch.Size) or not isinstance(value, Sequence) or isinstance(value, str):
         return value
     return tuple(_frozen(v) for v in value)
+
+
+_DEFAULT = TraceOptions()
+_NAMES = tuple(f.name for f in dataclasses.fields(TraceOptions))
