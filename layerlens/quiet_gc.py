@@ -16,9 +16,10 @@ def quiet_collector() -> Iterator[None]:
     a full one walks every object in the process (torch alone makes ~10^5), so on
     a 4,000-call model the collector cost several times the forward. Freezing
     what exists moves it out of the collector's view for the trace (an O(1)
-    splice, undone after), and young collections run every `_YOUNG` allocations
-    instead of 700; garbage is still collected. A process that froze objects
-    itself is left as it is.
+    splice, undone after). The collector stays on, with its thresholds: garbage
+    the forward makes (cycles holding activations) is collected as usual, so the
+    peak memory is the forward's own. A process that froze objects itself is
+    left as it is.
     """
     global _depth
     with _lock:
@@ -28,18 +29,14 @@ def quiet_collector() -> Iterator[None]:
         freeze = outermost and gc.isenabled() and gc.get_freeze_count() == 0
         if freeze:
             gc.freeze()
-            thresholds = gc.get_threshold()
-            gc.set_threshold(max(thresholds[0], _YOUNG), *thresholds[1:])
     try:
         yield
     finally:
         with _lock:
             _depth -= 1
             if freeze:
-                gc.set_threshold(*thresholds)
                 gc.unfreeze()
 
 
-_YOUNG = 20_000  # allocations between young collections during a trace (CPython's default: 700)
 _lock = threading.Lock()
 _depth = 0  # traces under way in this process (a forward may trace, another thread too)

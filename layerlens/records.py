@@ -6,7 +6,7 @@ tensor, so a `Trace` can be kept, compared, serialised and reloaded freely.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -14,7 +14,19 @@ import numpy as np
 Shape = tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+def same(a: Any, b: Any) -> bool:
+    """Equality in which NaN equals NaN (a statistic that was NaN, saved and loaded
+    back, is the same statistic), through tuples, lists and dicts."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (a != a and b != b)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class TensorStats:
     """Summary statistics of one tensor, computed on its own device.
 
@@ -30,6 +42,14 @@ class TensorStats:
     nan_count: int
     inf_count: int
     zero_fraction: float
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TensorStats):
+            return NotImplemented
+        return all(same(getattr(self, f), getattr(other, f)) for f in _STATS_FIELDS)
+
+    def __hash__(self) -> int:
+        return hash(tuple(v if v == v else "nan" for v in (getattr(self, f) for f in _STATS_FIELDS)))
 
 
 @dataclass(slots=True)
@@ -63,7 +83,10 @@ class TensorInfo:
         return text if self.dtype == "float32" else f"{text} {self.dtype}"
 
 
-@dataclass(frozen=True, slots=True)
+_STATS_FIELDS = ("min", "max", "mean", "std", "nan_count", "inf_count", "zero_fraction")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Check:
     """The outcome of one consistency check on one layer call.
 
@@ -79,8 +102,18 @@ class Check:
     def __bool__(self) -> bool:
         return bool(self.ok)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Check):
+            return NotImplemented
+        return (self.name, self.ok, self.message) == (other.name, other.ok, other.message) and same(
+            (self.expected, self.actual), (other.expected, other.actual)
+        )
 
-@dataclass(slots=True)
+    def __hash__(self) -> int:
+        return hash((self.name, self.ok, self.message))
+
+
+@dataclass(slots=True, eq=False)
 class LayerRecord:
     """Everything recorded about one call of one module.
 
@@ -115,6 +148,13 @@ class LayerRecord:
     family: str | None = None
     not_checked: str | None = None
     measures: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LayerRecord):
+            return NotImplemented
+        return all(same(getattr(self, f), getattr(other, f)) for f in _RECORD_FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def input_shapes(self) -> tuple[Shape, ...]:
@@ -217,3 +257,6 @@ def call_label(name: str, call_index: int) -> str:
     """A module call as shown to people: `(root)` for the root, `name #k` for its k-th repeat."""
     base = name or "(root)"
     return base if call_index == 0 else f"{base} #{call_index}"
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(LayerRecord) if f.compare)

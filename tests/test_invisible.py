@@ -249,3 +249,34 @@ def test_the_garbage_collector_is_as_before_after_a_trace() -> None:
         assert gc.get_freeze_count() > frozen // 2  # still frozen (objects freed meanwhile leave it)
     finally:
         gc.unfreeze()
+
+
+def test_the_collector_keeps_collecting_the_forwards_garbage() -> None:
+    """Cycles a forward makes (each holding an activation, say) are collected as
+    they pile up, not when the trace ends: the peak memory stays the forward's."""
+    import gc
+    import weakref
+
+    class Cyclic(nn.Module):
+        alive_at_end = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            refs = []
+            for _ in range(3000):
+                a: dict[str, Any] = {}
+                b: dict[str, Any] = {"a": a}
+                a["b"] = b
+                holder = _Holder(b)
+                refs.append(weakref.ref(holder))
+                b["holder"] = holder
+            Cyclic.alive_at_end = sum(r() is not None for r in refs)
+            return x
+
+    assert gc.isenabled()
+    ll.trace(Cyclic(), torch.ones(2))
+    assert Cyclic.alive_at_end < 1500  # young collections ran during the forward
+
+
+class _Holder:
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref

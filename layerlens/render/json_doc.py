@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
+from ..json_floats import decode_float, encode
 from ..records import Check, Edge, LayerRecord, NodeRef, OpRecord, TensorInfo, TensorStats
 from ..trace_data import TraceData, TraceMeta
 
@@ -118,34 +120,42 @@ def _fields(obj: Any) -> dict[str, Any]:
 
 
 def _encode(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return {"$float": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
-    if isinstance(value, (tuple, list)):
-        return [_encode(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _encode(v) for k, v in value.items()}
-    return value
+    return encode(value)
 
 
 # -- reading ------------------------------------------------------------------
 
 
 def load(source: str | Path, cls: type[D]) -> D:
-    """A trace (of class `cls`) from JSON text or from the path of a saved one (with its `.npz`)."""
+    """A trace (of class `cls`) from JSON text or from the path of a saved one (with its `.npz`).
+
+    Whatever is wrong with the document (syntax, a missing or mistyped field, a
+    parent or edge pointing nowhere, nesting too deep, a broken values file) is
+    a ValueError naming the place; a `source` that is neither text nor a path is
+    a TypeError."""
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"load_trace() takes JSON text or a path, got {type(source).__name__}")
     path: Path | None = None
-    if isinstance(source, Path) or not source.lstrip().startswith(("{", "[")):
+    if not isinstance(source, str) or not source.lstrip().startswith(("{", "[")):
         path = Path(source)
         if not path.is_file():
             raise ValueError(f"load_trace: {str(source)[:80]!r} is neither JSON text nor an existing file")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"load_trace: cannot read {str(path)!r} ({exc})") from None
     else:
         text = source
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"load_trace: not valid JSON ({exc})") from None
-    arrays = _load_arrays(doc, path)
-    return from_dict(doc, cls, arrays)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"load_trace: not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
+    try:
+        return from_dict(doc, cls, _load_arrays(doc, path))
+    except ValueError:
+        raise
+    except (TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as exc:
+        raise ValueError(f"load_trace: malformed document ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def from_dict(doc: Any, cls: type[D], arrays: dict[str, np.ndarray] | None = None) -> D:
@@ -153,15 +163,31 @@ def from_dict(doc: Any, cls: type[D], arrays: dict[str, np.ndarray] | None = Non
     if not isinstance(doc, dict) or "schema" not in doc:
         raise ValueError("load_trace: not a layerlens trace (no 'schema' field)")
     if doc["schema"] != SCHEMA:
-        raise ValueError(f"load_trace: unsupported schema {doc['schema']!r}; this layerlens reads {SCHEMA!r}")
+        raise ValueError(f"load_trace: unsupported schema {str(doc['schema'])[:80]!r}; this layerlens reads {SCHEMA!r}")
     r = _Reader(arrays or {})
     meta = r.meta(r.get(doc, "meta", dict))
     records = [r.record(item, f"records[{i}]") for i, item in enumerate(r.get(doc, "records", list))]
     warnings = [str(w) for w in r.get(doc, "warnings", list)]
     error = doc.get("error")
-    ops = [r.op(item, f"ops[{i}]") for i, item in enumerate(doc.get("ops", []))]
-    edges = [r.edge(item, f"edges[{i}]") for i, item in enumerate(doc.get("edges", []))]
+    ops = [r.op(item, f"ops[{i}]") for i, item in enumerate(r.get_or(doc, "ops", list))]
+    edges = [r.edge(item, f"edges[{i}]") for i, item in enumerate(r.get_or(doc, "edges", list))]
+    _check_links(records, ops, edges)
     return cls(records, meta, warnings, error if isinstance(error, str) else None, ops, edges)
+
+
+def _check_links(records: list[LayerRecord], ops: list[OpRecord], edges: list[Edge]) -> None:
+    """Parents start before their children (no cycles), and edges join nodes that exist."""
+    for i, rec in enumerate(records):
+        if rec.parent is not None and not 0 <= rec.parent < i:
+            raise ValueError(f"load_trace: records[{i}].parent is {rec.parent}: a parent is an earlier record")
+    for i, op in enumerate(ops):
+        if op.parent is not None and not 0 <= op.parent < len(records):
+            raise ValueError(f"load_trace: ops[{i}].parent is {op.parent}: no such record")
+    sizes = {"call": len(records), "op": len(ops)}
+    for i, e in enumerate(edges):
+        for end in (e.src, e.dst):
+            if end.kind in sizes and end.index >= sizes[end.kind]:
+                raise ValueError(f"load_trace: edges[{i}] refers to {end}, which is not in the document")
 
 
 def _load_arrays(doc: Any, path: Path | None) -> dict[str, np.ndarray]:
@@ -171,8 +197,12 @@ def _load_arrays(doc: Any, path: Path | None) -> dict[str, np.ndarray]:
     npz = path.with_name(Path(str(name)).name)
     if not npz.is_file():
         return {}
-    with np.load(npz, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    try:
+        with np.load(npz, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"load_trace: the values file {npz.name!r} is unreadable ({why})") from None
 
 
 class _Reader:
@@ -190,13 +220,21 @@ class _Reader:
             raise ValueError(f"load_trace: field {here!r} should be {_kind_name(kind)}, got {type(value).__name__}")
         return value  # type: ignore[return-value]
 
+    def get_or(self, obj: dict[str, Any], key: str, kind: type[T]) -> T:
+        """An optional field: its value when present (of the right type), else empty."""
+        return self.get(obj, key, kind) if key in obj else kind()
+
     def meta(self, obj: dict[str, Any]) -> TraceMeta:
         fields = TraceMeta.__dataclass_fields__
         missing = [f for f in fields if f not in obj]
         if missing:
             raise ValueError(f"load_trace: missing field 'meta.{missing[0]}'")
         values = {f: obj[f] for f in fields}
-        values["input_names"] = tuple(str(n) for n in values["input_names"])
+        for key, kind in _META_KINDS.items():
+            self.get(obj, key, kind, "meta")
+        if values["values"] not in ("stats", "full", None) or values["mode"] not in ("train", "eval", None):
+            raise ValueError("load_trace: meta.values or meta.mode has a value layerlens does not write")
+        values["input_names"] = tuple(str(n) for n in self.get(obj, "input_names", list, "meta"))
         return TraceMeta(**values)
 
     def record(self, obj: Any, where: str) -> LayerRecord:
@@ -284,10 +322,16 @@ class _Reader:
         return lambda key, kind: self.get(obj, key, kind, where)
 
 
+_META_KINDS: dict[str, Any] = {
+    "model_type": str, "total_params": int, "trainable_params": int, "param_bytes": int, "buffer_bytes": int,
+    "grad": bool, "torch_version": str, "layerlens_version": str,
+}  # fmt: skip
+
+
 def _decode(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) == {"$float"}:
-            return float(value["$float"])
+            return decode_float(value)
         return {k: _decode(v) for k, v in value.items()}
     if isinstance(value, list):
         return tuple(_decode(v) for v in value)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import tabulate as _tabulate
 
+from ..json_floats import decode_float, encode
 from ..records import call_label
 
 SCHEMA = "layerlens.verify/1"
@@ -143,8 +143,9 @@ def _tol(v: Verdict) -> str:
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: ({"$float": str(v)} if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+    plain: dict[str, Any] = encode(d)
+    return plain
 
 
 def _unplain(v: Any) -> Any:
-    return float(v["$float"]) if isinstance(v, dict) and set(v) == {"$float"} else v
+    return decode_float(v)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..json_floats import encode
 from ..records import TensorStats
 
 
@@ -110,18 +111,6 @@ class StepRecord:
         raise KeyError(f"no parameter {name!r} on step {self.step}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-friendly data (non-finite floats as strings)."""
-        plain: dict[str, Any] = _plain(asdict(self))
+        """Plain JSON-friendly data (non-finite floats as `{"$float": "nan"}`, as in traces)."""
+        plain: dict[str, Any] = encode(asdict(self))
         return plain
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return "nan"
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

@@ -1,0 +1,151 @@
+"""Hostile documents, names and arguments: a clear error or a correct result, never a crash from inside."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import layerlens as ll
+
+
+def _doc() -> dict[str, Any]:
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    return json.loads(ll.trace(model, torch.randn(2, 3)).to_json())
+
+
+_DOC = _doc()
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _paths(obj: Any, here: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [here]
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            found += _paths(v, (*here, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found += _paths(v, (*here, i))
+    return found
+
+
+_ALL_PATHS = [p for p in _paths(_DOC) if p]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(_ALL_PATHS), st.booleans(), _JSON), min_size=1, max_size=4))
+def test_a_damaged_document_is_a_value_error_or_a_trace_that_renders(edits: list[Any]) -> None:
+    doc = json.loads(json.dumps(_DOC))
+    for path, delete, value in edits:
+        parent: Any = doc
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            if delete and isinstance(parent, dict):
+                parent.pop(path[-1], None)
+            else:
+                parent[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier edit removed this place
+    try:
+        t = ll.load_trace(json.dumps(doc))
+    except ValueError:
+        return
+    t.table()
+    t.to_dot()
+    ll.load_trace(t.to_json())
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 100_000 + "]" * 100_000, '{"schema": "layerlens.trace/1"}', "{}", "[]", "nul", '{"schema": 3}'],
+)
+def test_broken_text_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match="load_trace"):
+        ll.load_trace(text)
+
+
+def test_a_parent_cycle_is_refused_instead_of_looping() -> None:
+    doc = json.loads(json.dumps(_DOC))
+    doc["records"][0]["parent"] = 2
+    with pytest.raises(ValueError, match=r"records\[0\]\.parent"):
+        ll.load_trace(json.dumps(doc))
+    doc["records"][0]["parent"] = 0
+    with pytest.raises(ValueError, match=r"records\[0\]\.parent"):
+        ll.load_trace(json.dumps(doc))
+
+
+def test_an_edge_to_nowhere_is_refused() -> None:
+    doc = json.loads(json.dumps(_DOC))
+    doc["edges"].append(["call:0", "call:99", [1], "float32"])
+    with pytest.raises(ValueError, match=r"edges\[\d+\] refers to call:99"):
+        ll.load_trace(json.dumps(doc))
+
+
+@pytest.mark.parametrize("source", [None, 3, b"{}", ["{}"]])
+def test_load_trace_of_a_non_document_is_a_type_error(source: Any) -> None:
+    with pytest.raises(TypeError, match="JSON text or a path"):
+        ll.load_trace(source)
+
+
+def test_a_broken_values_file_is_a_value_error(tmp_path: Path) -> None:
+    t = ll.trace(nn.Linear(2, 2), torch.randn(1, 2), values="full")
+    saved = t.save(tmp_path / "run.json")
+    values = next(tmp_path.glob("*.npz"))
+    values.write_bytes(values.read_bytes()[:40])
+    with pytest.raises(ValueError, match="values file"):
+        ll.load_trace(saved)
+
+
+def test_nan_statistics_round_trip_equal() -> None:
+    class Poison(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * float("nan")
+
+    t = ll.trace(Poison(), torch.randn(3))
+    stats = t[0].outputs[0].stats
+    assert stats is not None and math.isnan(stats.mean) and stats.nan_count == 3
+    assert ll.load_trace(t.to_json()) == t
+
+
+def test_one_nan_encoding_in_every_document(tmp_path: Path) -> None:
+    class Poison(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * float("nan")
+
+    def strict(text: str) -> Any:
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+
+    assert '{"$float": "nan"}' in json.dumps(strict(ll.trace(Poison(), torch.randn(3)).to_json()))
+    model = nn.Sequential(nn.Linear(2, 2), Poison())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ll.watch(model, every=1, optimizer=opt) as w:
+        w.to_jsonl(tmp_path / "w.jsonl")
+        model(torch.randn(4, 2)).sum().backward()
+        opt.step()
+    lines = (tmp_path / "w.jsonl").read_text().splitlines()
+    assert lines and all(strict(line) for line in lines)
+    assert '{"$float": "nan"}' in "".join(lines)
+    assert not [v for line in lines for v in _strings(strict(line)) if v in ("nan", "inf", "-inf")]
+
+
+def _strings(obj: Any) -> list[str]:
+    """String values of a document, except alert kinds and inside {"$float": ...} objects."""
+    if isinstance(obj, dict):
+        if set(obj) == {"$float"}:
+            return []
+        return [s for k, v in obj.items() if k != "kind" for s in _strings(v)]
+    if isinstance(obj, list):
+        return [s for v in obj for s in _strings(v)]
+    return [obj] if isinstance(obj, str) else []
