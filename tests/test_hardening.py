@@ -149,3 +149,15 @@ def _strings(obj: Any) -> list[str]:
     if isinstance(obj, list):
         return [s for v in obj for s in _strings(v)]
     return [obj] if isinstance(obj, str) else []
+
+
+@pytest.mark.parametrize("names", [("run.json", "run.trace"), ("x.npz",), ("a.json", "a.JSON.trace", "a")])
+def test_each_trace_file_has_its_own_values_file(tmp_path: Path, names: tuple[str, ...]) -> None:
+    traces = [ll.trace(nn.Linear(2, 2), torch.full((1, 2), float(i)), values="full") for i in range(len(names))]
+    for name, t in zip(names, traces, strict=True):
+        t.save(tmp_path / name)
+    for name, t in zip(names, traces, strict=True):
+        back = ll.load_trace(tmp_path / name)
+        assert back == t
+        np_in = back[0].inputs[0].value
+        assert np_in is not None and float(np_in.ravel()[0]) == float(t[0].inputs[0].value.ravel()[0])

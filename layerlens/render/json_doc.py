@@ -351,4 +351,9 @@ def _kind_name(kind: Any) -> str:
 
 
 def _npz_path(path: Path) -> Path:
-    return path.with_suffix(".npz")
+    """The values file of a trace file: `run.npz` for `run.json`, else the whole
+    name plus `.values.npz` (`run.trace.values.npz`, `x.npz.values.npz`), so two
+    trace files never share one and a save never writes over its own document."""
+    if path.suffix.lower() == ".json":
+        return path.with_suffix(".npz")
+    return path.with_name(path.name + ".values.npz")
