@@ -161,3 +161,20 @@ def test_each_trace_file_has_its_own_values_file(tmp_path: Path, names: tuple[st
         assert back == t
         np_in = back[0].inputs[0].value
         assert np_in is not None and float(np_in.ravel()[0]) == float(t[0].inputs[0].value.ravel()[0])
+
+
+@pytest.mark.parametrize("make", [torch.optim.Adam, torch.optim.AdamW, lambda p: torch.optim.SGD(p, 0.1, momentum=0.9)])
+def test_verify_optimizer_leaves_the_optimizer_and_model_as_they_were(make: Any) -> None:
+    model = nn.Linear(3, 3)
+    opt = make(model.parameters())
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.randn(2, 3)).sum().backward()
+        opt.step()
+    state = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in opt.state[model.weight].items()}
+    weight = model.weight.detach().clone()
+    batches = [(torch.randn(2, 3), torch.randn(2, 3)) for _ in range(3)]
+    assert ll.verify_optimizer(model, opt, nn.functional.mse_loss, batches).ok
+    for key, value in opt.state[model.weight].items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(state[key])), key
+    assert torch.equal(model.weight, weight)

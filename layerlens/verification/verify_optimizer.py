@@ -105,11 +105,14 @@ def _step_result(step: int, after: dict[str, np.ndarray], expected: dict[str, np
 def _clone_optimizer(opt: torch.optim.Optimizer, model: nn.Module, clone: nn.Module) -> torch.optim.Optimizer:
     """The same optimizer, with the same state, over the copy's parameters."""
     twin = dict(zip((id(p) for p in model.parameters()), clone.parameters(), strict=True))
-    groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [twin[id(p)] for p in g["params"]]}
-              for g in opt.param_groups]  # fmt: skip
+    settings = [copy.deepcopy({k: v for k, v in g.items() if k != "params"}) for g in opt.param_groups]
+    params = [[twin[id(p)] for p in g["params"]] for g in opt.param_groups]
+    groups = [{**s, "params": ps} for s, ps in zip(settings, params, strict=True)]
     make: Any = type(opt)
     fresh: torch.optim.Optimizer = make(groups)
-    fresh.load_state_dict(opt.state_dict())
+    # a deep copy: load_state_dict keeps tensors it need not convert, so Adam's
+    # in-place `step += 1` would otherwise count on in the user's optimizer
+    fresh.load_state_dict(copy.deepcopy(opt.state_dict()))
     return fresh
 
 
