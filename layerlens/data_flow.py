@@ -19,7 +19,7 @@ from torch.overrides import TorchFunctionMode
 
 from .flatten import flatten
 from .records import Edge, NodeRef, OpRecord, TensorInfo
-from .tensor_capture import dtype_name
+from .tensor_capture import dtype_name, plain_shape
 
 Tensors = list[tuple[str, torch.Tensor]]
 
@@ -109,7 +109,7 @@ class Flow:
             if src == dst or (src, dst, tid) in seen:
                 continue
             seen.add((src, dst, tid))
-            edges.append(Edge(_ref(src), _ref(dst), tuple(shape), dtype_name(dtype)))
+            edges.append(Edge(_ref(src), _ref(dst), plain_shape(shape), dtype_name(dtype)))
         return edges
 
 
@@ -173,4 +173,4 @@ def _metas(tensors: Tensors) -> list[tuple[str, Any, torch.dtype, torch.device]]
 
 
 def _infos(metas: list[tuple[str, Any, torch.dtype, torch.device]]) -> tuple[TensorInfo, ...]:
-    return tuple(TensorInfo(path, tuple(shape), dtype_name(dtype), str(device)) for path, shape, dtype, device in metas)
+    return tuple(TensorInfo(path, plain_shape(shape), dtype_name(dtype), str(device)) for path, shape, dtype, device in metas)

@@ -59,7 +59,9 @@ class StateGuard:
         self._params = params
         self._versions = _versions([p for *_, p in params])
         tensors = buffers + params if snapshot_params else buffers
-        self._copies = [(name, k, t, t.detach().clone()) for name, k, t in tensors]
+        # an uninitialized (lazy) tensor has no values: the lazy model traced is a copy anyway
+        lazy = nn.parameter.UninitializedTensorMixin
+        self._copies = [(name, k, t, t.detach().clone()) for name, k, t in tensors if not isinstance(t, lazy)]
         self._rng = _rng_state()
 
     def restore(self) -> Restored:

@@ -106,7 +106,7 @@ class Capture:
         """One tensor as a `TensorInfo` at once (statistics still pending on a device
         until `finalize`)."""
         entry = self.take(path, t, where)
-        info = TensorInfo(path, _shape_of(entry[1]), dtype_name(entry[2]), _device_name(entry[3]), entry[4])
+        info = TensorInfo(path, plain_shape(entry[1]), dtype_name(entry[2]), _device_name(entry[3]), entry[4])
         stats = entry[5]
         if isinstance(stats, _Pending):
             stats.waiting.append(info)
@@ -121,7 +121,7 @@ class Capture:
         stats = entry[5]
         if isinstance(stats, (_Pending, _Staged)):
             stats = stats.stats
-        return TensorInfo(entry[0], _shape_of(entry[1]), dtype_name(entry[2]), _device_name(entry[3]), entry[4],
+        return TensorInfo(entry[0], plain_shape(entry[1]), dtype_name(entry[2]), _device_name(entry[3]), entry[4],
                           stats, entry[6])  # fmt: skip
 
     def defer(self, t: torch.Tensor) -> Deferred | float | list[float] | None:
@@ -235,11 +235,11 @@ def _device_name(device: torch.device) -> str:
     return name
 
 
-def _shape_of(shape: Any) -> tuple[int, ...]:
+def plain_shape(shape: Any) -> tuple[int, ...]:
     """A recorded `torch.Size` as plain ints (symbolic sizes of jagged tensors as -1)."""
     try:
         return tuple(map(int, shape))
-    except (TypeError, RuntimeError, ValueError):
+    except Exception:  # a jagged dimension is a symbolic int that refuses int() in several ways
         return tuple(d if isinstance(d, int) else -1 for d in shape)
 
 

@@ -190,8 +190,20 @@ def _traceable(model: nn.Module) -> tuple[nn.Module, ModelIndex, list[str]]:
         f"uninitialized lazy modules ({', '.join(n or '(root)' for n in lazy)}) would be initialised by "
         "a forward pass: a copy of the model was traced, and the model itself is unchanged"
     )
-    copied = copy.deepcopy(model)
+    copied = copy.deepcopy(model, _fresh_uninitialized(index))
     return copied, ModelIndex(copied), [note]
+
+
+def _fresh_uninitialized(index: ModelIndex) -> dict[int, Any]:
+    """A deepcopy memo giving each uninitialized parameter or buffer a new one of its
+    kind (they refuse to be copied: `LazyBatchNorm`'s running statistics)."""
+    lazy = (nn.parameter.UninitializedParameter, nn.parameter.UninitializedBuffer)
+    memo: dict[int, Any] = {}
+    for _, m in index.named:
+        for t in (*m._parameters.values(), *m._buffers.values()):
+            if isinstance(t, lazy):
+                memo[id(t)] = type(t)(requires_grad=t.requires_grad, device=t.device, dtype=t.dtype)
+    return memo
 
 
 def _uninitialized(module: nn.Module) -> bool:

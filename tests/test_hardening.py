@@ -178,3 +178,33 @@ def test_verify_optimizer_leaves_the_optimizer_and_model_as_they_were(make: Any)
     for key, value in opt.state[model.weight].items():
         assert torch.equal(torch.as_tensor(value), torch.as_tensor(state[key])), key
     assert torch.equal(model.weight, weight)
+
+
+def test_lazy_batchnorm_models_trace_on_a_copy() -> None:
+    model = nn.Sequential(nn.LazyLinear(4), nn.LazyBatchNorm1d(), nn.ReLU())
+    with pytest.warns(ll.LayerlensWarning, match="a copy of the model was traced"):
+        t = ll.trace(model, torch.randn(5, 3))
+    assert [r.type_name for r in t] == ["Sequential", "Linear", "BatchNorm1d", "ReLU"] and t.ok
+    assert t["1"].outputs[0].shape == (5, 4)
+    assert type(model[1]) is nn.LazyBatchNorm1d and isinstance(model[1].running_mean, nn.parameter.UninitializedBuffer)
+
+
+def test_jagged_nested_tensors_print_save_and_draw() -> None:
+    class Inner(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.sin() + 1
+
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = Inner()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x) * 2
+
+    x = torch.nested.nested_tensor([torch.randn(2, 3), torch.randn(4, 3)], layout=torch.jagged)
+    t = ll.trace(Outer(), x)
+    assert t[0].inputs[0].shape == (2, -1, 3)  # the ragged dimension as -1
+    assert "[2, -1, 3]" in t.table()
+    assert ll.load_trace(t.to_json()) == t
+    assert "digraph" in t.to_dot()
