@@ -173,4 +173,6 @@ def _metas(tensors: Tensors) -> list[tuple[str, Any, torch.dtype, torch.device]]
 
 
 def _infos(metas: list[tuple[str, Any, torch.dtype, torch.device]]) -> tuple[TensorInfo, ...]:
-    return tuple(TensorInfo(path, plain_shape(shape), dtype_name(dtype), str(device)) for path, shape, dtype, device in metas)
+    return tuple(
+        TensorInfo(path, plain_shape(shape), dtype_name(dtype), str(device)) for path, shape, dtype, device in metas
+    )

@@ -60,7 +60,7 @@ class StateGuard:
         self._versions = _versions([p for *_, p in params])
         tensors = buffers + params if snapshot_params else buffers
         # an uninitialized (lazy) tensor has no values: the lazy model traced is a copy anyway
-        lazy = nn.parameter.UninitializedTensorMixin
+        lazy = (nn.parameter.UninitializedParameter, nn.parameter.UninitializedBuffer)
         self._copies = [(name, k, t, t.detach().clone()) for name, k, t in tensors if not isinstance(t, lazy)]
         self._rng = _rng_state()
 

@@ -202,7 +202,8 @@ def _fresh_uninitialized(index: ModelIndex) -> dict[int, Any]:
     for _, m in index.named:
         for t in (*m._parameters.values(), *m._buffers.values()):
             if isinstance(t, lazy):
-                memo[id(t)] = type(t)(requires_grad=t.requires_grad, device=t.device, dtype=t.dtype)
+                make: Any = type(t)
+                memo[id(t)] = make(requires_grad=t.requires_grad, device=t.device, dtype=t.dtype)
     return memo
 
 
