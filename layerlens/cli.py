@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import tabulate as _tabulate
 import torch
 from torch import nn
 
@@ -124,7 +125,14 @@ def _traced(ns: argparse.Namespace, values: str | None = "stats") -> Trace:
         raise CliError(str(exc)) from None
 
 
+def _known_format(fmt: str) -> None:
+    """Refuse an unknown table format before any work is done."""
+    if fmt not in _tabulate.tabulate_formats:
+        raise CliError(f"unknown table format {fmt!r}; tabulate knows {', '.join(_tabulate.tabulate_formats)}")
+
+
 def _trace_command(ns: argparse.Namespace) -> int:
+    _known_format(ns.fmt)
     t = _traced(ns, None if ns.values == "none" else ns.values)
     columns = ns.columns.split(",") if ns.columns else None
     try:
@@ -161,6 +169,7 @@ def _verify_command(ns: argparse.Namespace) -> int:
     from .verification import verify
     from .verification.verify_layers import VERIFY_MAX_BYTES
 
+    _known_format(ns.fmt)
     model, default_x = _load_model(ns.model)
     size, dtypes = _input_spec(ns, default_x)
     options = _options(ns, size, dtypes, values="full", max_bytes=VERIFY_MAX_BYTES)

@@ -8,6 +8,7 @@ a private generator, so the global RNG is untouched.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -139,7 +140,12 @@ def _shapes(input_size: Any) -> list[tuple[int, ...]]:
     for s in shapes:
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in s):
             raise ValueError(f"input_size: every dimension must be an int >= 0, got {s!r}")
+        if math.prod(s) > _MAX_ELEMENTS:
+            raise ValueError(f"input_size: {s!r} would be {math.prod(s):.3g} elements; at most 2**40 are made")
     return shapes
+
+
+_MAX_ELEMENTS = 2**40  # random inputs beyond this could not be allocated (and the product may overflow torch)
 
 
 def _dtypes(dtypes: Any, n: int) -> list[torch.dtype]:

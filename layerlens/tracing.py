@@ -26,6 +26,7 @@ from ._version import __version__
 from .data_flow import Flow, OpCapture
 from .errors import LayerlensWarning, TraceError
 from .failure import expected_by, failure_message, input_hint
+from .in_trace import running_trace
 from .inputs import positional_inputs
 from .layers.registry import REGISTRY
 from .model_index import ModelIndex
@@ -221,7 +222,7 @@ def _run(
         recorder.mode = OpCapture(recorder.on_op)
     recorder.install()
     try:
-        with torch.enable_grad() if grad else torch.no_grad():
+        with torch.enable_grad() if grad else torch.no_grad(), running_trace():
             try:
                 model(*args, **kwargs)
             finally:

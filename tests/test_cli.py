@@ -57,13 +57,16 @@ def test_factory_with_input_size_dtype_format_and_json(
         (["trace", "--input-size", "2,6", "--dtype", "floaty"], "unknown dtype 'floaty'"),
         (["trace", "--columns", "layer,bogus"], "unknown table column"),
         (["trace", "torch.nn:Identity"], "--input-size is required"),
+        (["trace", "--input-size", "99999999999999999999,3"], "at most 2**40"),
+        (["trace", "--input-size", "2,6", "--fmt", "bogus"], "unknown table format 'bogus'"),
+        (["verify", "--input-size", "2,6", "--fmt", "bogus"], "unknown table format 'bogus'"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("layerlens: error: ") and message in err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "frame #" not in err and len(err.splitlines()) == 1
 
 
 def test_forward_failure_exits_2_with_the_explanation(capsys: pytest.CaptureFixture[str]) -> None:

@@ -208,3 +208,29 @@ def test_jagged_nested_tensors_print_save_and_draw() -> None:
     assert "[2, -1, 3]" in t.table()
     assert ll.load_trace(t.to_json()) == t
     assert "digraph" in t.to_dot()
+
+
+def test_watch_step_before_attach_says_how() -> None:
+    w = ll.watch(nn.Linear(2, 2))
+    with pytest.raises(RuntimeError, match="not attached"):
+        w.step()
+
+
+def test_a_trace_inside_a_watched_loop_is_not_a_training_step() -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ll.watch(model, every=1, optimizer=opt) as w:
+        for i in range(3):
+            opt.zero_grad()
+            model(torch.randn(4, 2)).sum().backward()
+            opt.step()
+            if i == 1:
+                ll.trace(model, torch.randn(4, 2), mode="train")
+    assert w.step_count == 3 and [r.step for r in w.history] == [1, 2, 3]
+
+
+def test_verify_report_refuses_an_unknown_table_format() -> None:
+    report = ll.verify(nn.Linear(2, 2), torch.randn(1, 2))
+    with pytest.raises(ValueError, match="unknown table format 'bogus'"):
+        report.table(fmt="bogus")
+    assert "Linear" in report.table(fmt="github")

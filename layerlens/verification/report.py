@@ -82,6 +82,9 @@ class VerifyReport:
         raise KeyError(f"no layer named {name!r} in this report")
 
     def table(self, fmt: str = "simple") -> str:
+        """The verdicts as a table in tabulate format `fmt` (an unknown one is a ValueError)."""
+        if fmt not in _tabulate.tabulate_formats:
+            raise ValueError(f"unknown table format {fmt!r}; tabulate knows {', '.join(_tabulate.tabulate_formats)}")
         rows = [
             [v.label, v.type_name, _mark(v), v.reference or "", _num(v.max_abs), _num(v.max_rel), _tol(v), v.note]
             for v in self.verdicts

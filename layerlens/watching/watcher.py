@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from ..in_trace import tracing_now
 from ..layers.registry import REGISTRY
 from .alerts import KINDS, NOTES, Thresholds, step_alerts
 from .health import Alert, StepRecord
@@ -75,6 +76,9 @@ class Watch:
         self._manual = False
         self._writer = JsonlWriter(Path(jsonl)) if jsonl is not None else None
         self._boards: list[Any] = []
+        self._names: dict[int, str] = {}
+        self._params: list[tuple[str, str, nn.Parameter]] = []
+        self._mode_rules: list[tuple[str, nn.Module, Any]] = []
 
     # -- attaching ----------------------------------------------------------------
 
@@ -126,6 +130,10 @@ class Watch:
 
     def step(self) -> None:
         """Count a step explicitly (then forward calls no longer count)."""
+        if not self._handles:
+            raise RuntimeError(
+                "this watch is not attached: use `with layerlens.watch(model) as w:` or call w.attach() first"
+            )
         self._manual = True
         self._begin_step()
 
@@ -203,6 +211,8 @@ class Watch:
     # -- hooks --------------------------------------------------------------------
 
     def _on_forward_start(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if tracing_now():  # a layerlens trace of the model inside the loop: not a training step
+            return None
         if not module.training:
             self._check_modes(False)
             return None
@@ -214,7 +224,7 @@ class Watch:
         return None
 
     def _on_forward_end(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if self._sampler is not None:
+        if self._sampler is not None and not tracing_now():
             self._sampler.end_forward()
         return None
 
