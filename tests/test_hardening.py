@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -234,3 +234,63 @@ def test_verify_report_refuses_an_unknown_table_format() -> None:
     with pytest.raises(ValueError, match="unknown table format 'bogus'"):
         report.table(fmt="bogus")
     assert "Linear" in report.table(fmt="github")
+
+
+class _Named(nn.Module):
+    """A model whose only layer has a name (and a class name) chosen by the test."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.add_module(name, nn.Linear(2, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for m in self.children():
+            x = m(x)
+        return x
+
+
+_NAMES = st.text(min_size=1, max_size=12).filter(lambda s: "." not in s) | st.sampled_from(
+    ['" URL="javascript:alert(1)', "<script>alert(1)</script>", "]", "\\", "a\nb", "&amp;", "{x}", "\x00\x01"]
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(_NAMES)
+def test_any_module_name_renders_to_valid_dot_svg_and_escaped_html(name: str) -> None:
+    import xml.etree.ElementTree as ET
+
+    from layerlens.render.graphviz_run import find_renderer
+
+    layer = type(name.replace("\x00", "?"), (nn.Linear,), {})(2, 2)  # a hostile class name too
+    try:
+        model = _Named(name)
+        model.add_module("second", layer)
+    except KeyError:  # a name torch itself refuses ("__dict__", an attribute of Module)
+        assume(False)
+    t = ll.trace(model, torch.randn(1, 2))
+    doc = json.loads(t.to_json())
+    doc["warnings"].append(name)
+    doc["error"] = name
+    for r in doc["records"]:
+        r["details"]["note"] = name
+        r["checks"].append({"name": name, "ok": False, "expected": name, "actual": name, "message": name})
+        r["not_checked"] = name
+    hostile = ll.load_trace(json.dumps(doc))
+    for trace in (t, ll.load_trace(t.to_json()), hostile):
+        html = trace.table(fmt="html") + trace.table(fmt="unsafehtml") + trace._repr_html_()
+        assert "<script" not in html.lower()
+        dot = trace.to_dot()
+        assert "javascript:" not in _attributes(dot, ("URL", "href", "target"))
+        find_renderer("svg")  # dot, or graphviz-pure (a dev dependency)
+        svg = trace.svg()
+        root = ET.fromstring(svg)  # well-formed XML
+        for el in root.iter():
+            assert not el.tag.endswith("script")
+            for key, value in el.attrib.items():
+                assert not (key.endswith("href") and "javascript" in value.lower()), (key, value)
+
+
+def _attributes(dot: str, keys: tuple[str, ...]) -> str:
+    import re
+
+    return " ".join(m.group(0) for k in keys for m in re.finditer(rf"\b{k}\s*=\s*\"[^\"]*\"", dot))

@@ -171,14 +171,20 @@ def _html(lines: list[tuple[str, bool]], inline: bool = False) -> str:
 
 
 def _text(text: str) -> str:
-    """Escaped for an HTML-like label; control characters shown, not obeyed."""
+    """Escaped for an HTML-like label; control characters shown, not obeyed; brackets
+    as character references (Graphviz's label lexer stumbles on a bare `]`)."""
     cleaned = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-    return html.escape(cleaned, quote=True)
+    return html.escape(cleaned, quote=True).translate(_BRACKETS)
+
+
+_BRACKETS = str.maketrans({"[": "&#91;", "]": "&#93;"})
 
 
 def _tip(lines: list[str]) -> str:
-    """A tooltip: plain text for an escString (backslashes doubled, lines joined by \\n)."""
-    return "\\n".join(graphviz.escape(_printable(line)) for line in lines)
+    """A tooltip: plain text for an escString (backslashes doubled, lines joined by
+    \\n), never read as an HTML-like string (one that starts with < and ends with >)."""
+    tip: str = graphviz.nohtml("\\n".join(graphviz.escape(_printable(line)) for line in lines))
+    return tip
 
 
 def _printable(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import inspect
 from collections.abc import Callable, Sequence
 
@@ -87,11 +88,18 @@ def render_table(
     rows = [[names[k] if c == "layer" else _COLUMNS[c][1](trace.records[i]) for c in cols] for k, i in enumerate(shown)]
     rows.append(_totals(trace, cols))
     headers = ["Layer" if c == "layer" else _COLUMNS[c][0] for c in cols]
-    text = _tabulate_text(rows, headers, fmt)
+    html_table = fmt in _HTML
+    text = _tabulate_text(rows, headers, "html" if html_table else fmt)  # our cells are text: always escaped
     notes = [f"warning: {w}" for w in trace.warnings]
     if trace.error:
         notes.insert(0, f"error: {trace.error}")
-    return "\n".join([text, *notes, *_unchecked_notes(trace, shown)])
+    notes += _unchecked_notes(trace, shown)
+    if html_table:
+        notes = [f"<p>{html.escape(n)}</p>" for n in notes]
+    return "\n".join([text, *notes])
+
+
+_HTML = ("html", "unsafehtml")
 
 
 def _unchecked_notes(trace: TraceData, shown: list[int]) -> list[str]:
