@@ -294,3 +294,51 @@ def _attributes(dot: str, keys: tuple[str, ...]) -> str:
     import re
 
     return " ".join(m.group(0) for k in keys for m in re.finditer(rf"\b{k}\s*=\s*\"[^\"]*\"", dot))
+
+
+def _train(model: nn.Module, opt: torch.optim.Optimizer, steps: int) -> None:
+    for _ in range(steps):
+        opt.zero_grad()
+        model(torch.randn(4, 2)).sum().backward()
+        opt.step()
+
+
+def test_watch_keeps_a_bounded_history_and_the_whole_run_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from layerlens.watching import watcher
+
+    monkeypatch.setattr(watcher, "HISTORY", 3)
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with ll.watch(model, every=1, optimizer=opt, jsonl=tmp_path / "run.jsonl") as w:
+        _train(model, opt, 7)
+    assert [r.step for r in w.history] == [5, 6, 7]
+    lines = (tmp_path / "run.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_watch_raises_rather_than_write_half_a_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os as os_module
+
+    from layerlens.watching import output
+
+    real_write = os_module.write
+    budget = {"bytes": 40}
+
+    def short_write(fd: int, data: bytes) -> int:  # a disk that fills up after 40 bytes
+        n = min(len(data), budget["bytes"])
+        budget["bytes"] -= n
+        return real_write(fd, data[:n]) if n else 0
+
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    w = ll.watch(model, every=1, optimizer=opt, jsonl=tmp_path / "run.jsonl").attach()
+    monkeypatch.setattr(output.os, "write", short_write)
+    try:
+        with pytest.raises(OSError, match="only 40 of"):
+            _train(model, opt, 3)
+    finally:
+        monkeypatch.undo()
+        w.detach()
+    assert (tmp_path / "run.jsonl").read_bytes().count(b"\n") <= 1  # no line claimed complete that is not

@@ -3,6 +3,7 @@ and a plot."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -71,7 +72,14 @@ class JsonlWriter:
         line = (json.dumps(record.to_dict(), allow_nan=False) + "\n").encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
+            written = os.write(fd, line)
+            while 0 < written < len(line):  # a short write (a nearly full disk): finish the line or fail
+                more = os.write(fd, line[written:])
+                if more == 0:
+                    break
+                written += more
+            if written < len(line):
+                raise OSError(errno.ENOSPC, f"watch: only {written} of {len(line)} bytes of a line reached {self.path}")
         finally:
             os.close(fd)
 

@@ -10,6 +10,7 @@ transfer when the step ends: at the optimizer's step, at the next step, at
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import weakref
 from collections.abc import Iterable
@@ -37,6 +38,9 @@ class WatchAlert(RuntimeError):
         self.alert = alert
 
 
+HISTORY = 1000  # sampled steps kept in memory (~3 KB each for a small model)
+
+
 class Watch:
     """Watches one model (see `watch`)."""
 
@@ -61,7 +65,8 @@ class Watch:
         self.raise_on = frozenset(raise_on)
         self.allow_inf = frozenset(allow_inf)
         self.thresholds = thresholds or Thresholds()
-        self._history: list[StepRecord] = []
+        # the latest sampled steps in memory (the whole run goes to the JSONL file, when set)
+        self._history: collections.deque[StepRecord] = collections.deque(maxlen=HISTORY)
         self._alerts: list[Alert] = []
         self._notes: list[Alert] = []
         self._pending_logs: dict[str, float] = {}
@@ -156,7 +161,8 @@ class Watch:
 
     @property
     def history(self) -> list[StepRecord]:
-        """The sampled steps so far, as plain records (a pending step is finished first)."""
+        """The latest sampled steps (up to `HISTORY`), as plain records (a pending
+        step is finished first); every step is in the JSONL file when one is set."""
         self._flush()
         return list(self._history)
 
@@ -174,7 +180,7 @@ class Watch:
         return list(self._notes)
 
     def to_jsonl(self, path: str | Path) -> Path:
-        """Write every sampled step so far to `path` and keep appending new ones."""
+        """Write the sampled steps in memory to `path` and keep appending new ones."""
         history = self.history
         self._writer = JsonlWriter(Path(path))
         for record in history:
