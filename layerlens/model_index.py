@@ -43,7 +43,7 @@ class ModelIndex:
                     trainable += p.numel() if p.requires_grad else 0
             for child in m._modules.values():
                 if child is not None:
-                    c_total, c_trainable = counts[id(child)]
+                    c_total, c_trainable = counts.get(id(child)) or _direct(child)
                     total += c_total
                     trainable += c_trainable
             counts[id(m)] = (total, trainable)

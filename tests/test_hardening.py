@@ -342,3 +342,40 @@ def test_watch_raises_rather_than_write_half_a_line(tmp_path: Path, monkeypatch:
         monkeypatch.undo()
         w.detach()
     assert (tmp_path / "run.jsonl").read_bytes().count(b"\n") <= 1  # no line claimed complete that is not
+
+
+def test_a_forward_that_adds_a_submodule_is_traced_and_undone() -> None:
+    class Grows(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first = nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.extra = nn.Linear(2, 2)  # registered as a submodule, during the forward
+            return self.extra(self.first(x))
+
+    model = Grows()
+    t = ll.trace(model, torch.randn(1, 2))
+    assert not hasattr(model, "extra") and list(model._modules) == ["first"]
+    assert t[0].num_params == 6 and t.meta.total_params == 6  # the model as it was traced
+
+
+def test_two_threads_tracing_at_once_leave_torch_as_it_was() -> None:
+    import threading
+
+    model, x = __import__("layerlens.models.gallery", fromlist=["x"]).build_transformer(layers=1, d=16)
+    before = torch.backends.mha.get_fastpath_enabled()
+    results: list[Any] = []
+
+    def work() -> None:
+        for _ in range(5):
+            results.append(len(ll.trace(model, x)))
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(results) == 15 and len(set(results)) == 1
+    assert torch.backends.mha.get_fastpath_enabled() == before
+    assert all("_call_impl" not in vars(m) for m in model.modules())
