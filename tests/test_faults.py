@@ -12,8 +12,7 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 
 import layerlens as ll
-from layerlens.models import abc
-from layerlens.models import gallery
+from layerlens.models import abc, gallery
 
 
 class _Unprintable(Exception):
@@ -52,14 +51,14 @@ def _state(model: nn.Module) -> dict[str, Any]:
         "tables": [(n, list(m._parameters), list(m._buffers), list(m._modules)) for n, m in model.named_modules()],
         "own": [
             (n, sorted(k for k in vars(m) if k.startswith("_call") or k == "forward")) for n, m in model.named_modules()
-        ],  # fmt: skip
+        ],
         "rng": torch.get_rng_state(),
         "fastpath": torch.backends.mha.get_fastpath_enabled(),
         "global hooks": [
             len(getattr(torch_module, t))
             for t in dir(torch_module)
             if t.startswith("_global_") and isinstance(getattr(torch_module, t), dict)
-        ],  # fmt: skip
+        ],
         "hooks": [(n, len(m._forward_pre_hooks), len(m._forward_hooks)) for n, m in model.named_modules()],
     }
 
