@@ -379,3 +379,30 @@ def test_two_threads_tracing_at_once_leave_torch_as_it_was() -> None:
     assert len(results) == 15 and len(set(results)) == 1
     assert torch.backends.mha.get_fastpath_enabled() == before
     assert all("_call_impl" not in vars(m) for m in model.modules())
+
+
+def test_what_a_forward_breaks_is_put_back_and_each_part_on_its_own() -> None:
+    class Vandal(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("swapped", torch.zeros(3))
+            self.register_buffer("resized", torch.zeros(3))
+            self.bn = nn.BatchNorm1d(4)
+            self.att = nn.MultiheadAttention(4, 1, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                self.swapped = torch.ones(3)  # replaced by an inference tensor
+            self.resized.resize_(5)
+            self.bn.train()  # switched to train: its running statistics move
+            torch.rand(3)  # the RNG moves
+            return self.bn(x)
+
+    model = Vandal().eval()
+    x = torch.randn(8, 4) + 3
+    rng, fast = torch.get_rng_state(), torch.backends.mha.get_fastpath_enabled()
+    swapped, stats = model.swapped, model.bn.running_mean.clone()
+    ll.trace(model, x)
+    assert model.swapped is swapped and model.resized.shape == (3,) and not model.bn.training
+    assert torch.equal(model.bn.running_mean, stats) and int(model.bn.num_batches_tracked) == 0
+    assert torch.equal(torch.get_rng_state(), rng) and torch.backends.mha.get_fastpath_enabled() == fast
