@@ -15,7 +15,7 @@ ZOO_TORCH ?= torch==2.14.1 torchvision==0.29.1
 ZOO_LIBS ?= timm==1.0.31 transformers==5.24.0
 ZOO_STAMP := $(ZOO_VENV)/.layerlens-installed
 
-.PHONY: setup demo test zoo lint bench docs-diagrams clean
+.PHONY: setup demo test zoo lint bench wheel-check docs-diagrams clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,19 @@ bench: setup $(ZOO_STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torchinfo
 	$(ZOO_VENV)/bin/python -m pip install --quiet --disable-pip-version-check torchinfo
 	$(BIN)/python -m benchmarks --real-python $(ZOO_VENV)/bin/python --out benchmarks/RESULTS.md
+
+# The package as a user gets it: a wheel, installed in a fresh venv outside the repository.
+WHEEL_DIR ?= /tmp/layerlens-wheel-check
+wheel-check: setup
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
+	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps -w $(WHEEL_DIR) .
+	$(PYTHON) -m venv $(WHEEL_DIR)/venv
+	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet --disable-pip-version-check $(WHEEL_DIR)/torch_layerlens-*.whl
+	cd $(WHEEL_DIR) && venv/bin/layerlens --version
+	cd $(WHEEL_DIR) && venv/bin/layerlens trace torch.nn:Identity --input-size 2,3
+	cd $(WHEEL_DIR) && venv/bin/python -c "import torch, layerlens as ll; t = ll.trace(torch.nn.Linear(3, 2), torch.randn(4, 3)); assert t.ok, t; print(t)"
+	cd $(WHEEL_DIR) && venv/bin/layerlens demo --out demo
 
 lint: setup
 	$(BIN)/ruff check layerlens tests examples docs benchmarks

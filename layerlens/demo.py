@@ -107,6 +107,6 @@ def summary(result: DemoResult) -> str:
     lines += ["", *_prediction_lines(result.predictions), ""]
     lines += [f"wrote {p}" for p in result.files]
     if not any(p.suffix == ".svg" for p in result.files):
-        lines.append("(no diagram.svg: install Graphviz or `pip install layerlens[render]` to draw diagram.dot)")
+        lines.append("(no diagram.svg: install Graphviz or `pip install torch-layerlens[render]` to draw diagram.dot)")
     lines.append(f"done in {result.seconds:.1f} s")
     return "\n".join(lines)

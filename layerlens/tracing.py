@@ -184,9 +184,9 @@ def _traceable(model: nn.Module) -> tuple[nn.Module, ModelIndex, list[str]]:
     """The model to run and its index. Lazy modules initialise themselves in
     their first forward, which would change the model: such a model is copied."""
     index = ModelIndex(model)
-    index.param_counts(model)  # counted now, as the model is before the forward (which may add modules)
     lazy = [n for n, m in index.named if _uninitialized(m)]
     if not lazy:
+        index.param_counts(model)  # counted now, as the model is before the forward (which may add modules)
         return model, index, []
     note = (
         f"uninitialized lazy modules ({', '.join(n or '(root)' for n in lazy)}) would be initialised by "

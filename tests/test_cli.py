@@ -130,4 +130,4 @@ def test_diagram_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], monk
     monkeypatch.setattr(graphviz_run.shutil, "which", lambda name: None)
     monkeypatch.setattr(graphviz_run, "_beside_python", lambda name: None)
     assert main(["diagram", "-o", str(tmp_path / "x.svg")]) == 2
-    assert "pip install layerlens[render]" in capsys.readouterr().err
+    assert "pip install torch-layerlens[render]" in capsys.readouterr().err

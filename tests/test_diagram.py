@@ -305,7 +305,7 @@ def test_without_any_renderer_render_fails_first_and_to_dot_still_works(
         raise AssertionError("the DOT was built before the renderer was checked")
 
     monkeypatch.setattr(ll.Trace, "to_dot", no_work)
-    with pytest.raises(RenderError, match=r"pip install layerlens\[render\]"):
+    with pytest.raises(RenderError, match=r"pip install torch-layerlens\[render\]"):
         resnet_trace.render(tmp_path / "m.svg")
     assert not (tmp_path / "m.svg").exists()
     monkeypatch.undo()

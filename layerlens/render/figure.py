@@ -1,6 +1,6 @@
 """Matplotlib figures for the images layerlens writes (training curves, watch
 plots), made without pyplot: the user's backend and open figures stay as they
-are. Matplotlib is optional (`pip install layerlens[plot]`)."""
+are. Matplotlib is optional (`pip install torch-layerlens[plot]`)."""
 
 from __future__ import annotations
 

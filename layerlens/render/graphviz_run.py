@@ -1,5 +1,5 @@
 """Run a Graphviz layout program on DOT text: `dot` from PATH, or the
-pip-installable `graphviz-pure` (`pip install layerlens[render]`) when there
+pip-installable `graphviz-pure` (`pip install torch-layerlens[render]`) when there
 is no `dot`. Finding one is checked before any work is done."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def find_renderer(fmt: str = "svg", prefer: str | None = None) -> list[str]:
     raise RenderError(
         "drawing a diagram needs Graphviz's `dot` or `graphviz-pure`, and neither was found: install Graphviz "
         "(apt-get install graphviz, brew install graphviz, conda install graphviz) or run "
-        "`pip install layerlens[render]`; Trace.to_dot() works without either"
+        "`pip install torch-layerlens[render]`; Trace.to_dot() works without either"
     )
 
 

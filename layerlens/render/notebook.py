@@ -27,7 +27,7 @@ def trace_html(trace: TraceData) -> str:
     """The diagram (when it can be drawn) above the HTML table."""
     svg = trace_svg(trace)
     if svg is None:
-        note = "diagram unavailable: install Graphviz or `pip install layerlens[render]`"
+        note = "diagram unavailable: install Graphviz or `pip install torch-layerlens[render]`"
         figure = f"<p><em>{html.escape(note)}</em></p>"
     else:
         figure = f'<div style="max-width:100%;overflow-x:auto">{svg[svg.find("<svg") :]}</div>'

@@ -197,7 +197,7 @@ class Watch:
 
     def plot(self, path: str | Path) -> Path | None:
         """Logged values, per-layer gradient norms and activation std over steps, as
-        an image; None without matplotlib (`pip install layerlens[plot]`)."""
+        an image; None without matplotlib (`pip install torch-layerlens[plot]`)."""
         from .output import plot
 
         return plot(self.history, self.logs, Path(path))

@@ -47,7 +47,7 @@ class History:
 
     def plot(self, path: str | Path) -> Path | None:
         """The tutorial's curve (loss and accuracy per epoch) as an image; None
-        when matplotlib is not installed (`pip install layerlens[plot]`)."""
+        when matplotlib is not installed (`pip install torch-layerlens[plot]`)."""
         fig = new_figure(6, 3.5)
         if fig is None:
             return None
