@@ -33,7 +33,7 @@ _SYMBOLS = {
 }  # fmt: skip
 
 
-Node = int | NodeRef  # a module call by its index, or a model input, output or op
+Node = int | NodeRef  # a module call by its index, an op as ~index, or a model input or output
 
 
 class Flow:
@@ -72,16 +72,15 @@ class Flow:
         outs: Tensors = []
         if isinstance(out, torch.Tensor):
             outs.append(("", out))
-        else:
+        elif isinstance(out, (tuple, list, dict)) and type(out) is not torch.Size:  # `x.shape` is no op
             flatten(out, outs, [])
         if not outs:
             return False
-        ins: Tensors = []
-        flatten((args, kwargs), ins, [])
-        name = _name(func)
-        if not _mutates(name) and {id(t) for _, t in outs} <= {id(t) for _, t in ins}:
+        ins = _inputs(args, kwargs)
+        name = _op_name(func)
+        if not _mutates(name) and _all_inputs(outs, ins):
             return False  # returned an input unchanged (x.contiguous() on a contiguous x, ...)
-        node = NodeRef.op(len(self._ops))
+        node = ~len(self._ops)  # op j as the negative int ~j: a NodeRef only when edges are made
         for _, t in ins:
             self.consume(t, node, t.shape, t.dtype)
         for _, t in outs:
@@ -113,8 +112,54 @@ class Flow:
         return edges
 
 
+def _inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensors:
+    """The tensors of an op's arguments with their paths ("0.1" for the second
+    positional argument, "1.dim" for a keyword), walking only containers."""
+    ins: Tensors = []
+    for i, a in enumerate(args):
+        if isinstance(a, torch.Tensor):
+            ins.append((_ARG_PATHS[i] if i < len(_ARG_PATHS) else f"0.{i}", a))
+        elif a is not None and not isinstance(a, _ATOMS):
+            flatten(a, ins, [], f"0.{i}", 2)
+    if kwargs:
+        flatten(kwargs, ins, [], "1", 1)
+    return ins
+
+
+_ARG_PATHS = tuple(f"0.{i}" for i in range(8))
+_ATOMS = (int, float, bool, str, slice, torch.dtype, torch.device, torch.memory_format, type(Ellipsis))
+
+
 def _ref(node: Node) -> NodeRef:
-    return NodeRef.call(node) if isinstance(node, int) else node
+    """Call k is the int k, op j the int ~j (negative); inputs and outputs are NodeRefs."""
+    if isinstance(node, int):
+        return NodeRef.call(node) if node >= 0 else NodeRef.op(~node)
+    return node
+
+
+def _all_inputs(outs: Tensors, ins: Tensors) -> bool:
+    """Whether every output is one of the inputs (the op made nothing new)."""
+    if len(outs) == 1:
+        out = outs[0][1]
+        return any(t is out for _, t in ins)
+    given = {id(t) for _, t in ins}
+    return all(id(t) in given for _, t in outs)
+
+
+def _op_name(func: Any) -> str:
+    """`_name`, remembered per function (a bounded cache; unhashable callables are named each time)."""
+    try:
+        name = _NAMES.get(func)
+    except TypeError:
+        return _name(func)
+    if name is None:
+        name = _name(func)
+        if len(_NAMES) < 4096:
+            _NAMES[func] = name
+    return name
+
+
+_NAMES: dict[Any, str] = {}
 
 
 class OpCapture(TorchFunctionMode):
