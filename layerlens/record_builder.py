@@ -1,8 +1,9 @@
 """Records from what the recorder kept: one `LayerRecord` per call, inspected.
 
-This runs after the forward, when a trace is first read, not during it: the
-hot path only records, and understanding (names, `TensorInfo`, the families'
-facts and checks) costs nothing until someone looks.
+This runs once the forward is over, in one pass over the recorder's flat
+lists: the hot path only records. The families' inspectors run here, before
+the trace returns, because they read the live modules and a trace keeps no
+reference to the model.
 """
 
 from __future__ import annotations
@@ -160,5 +161,6 @@ def _type_path(cls: type) -> tuple[str, ...]:
 
 
 def describe(error: BaseException) -> str:
+    """`TypeName: first line of the message` (just the type when it has none or cannot say it)."""
     text = first_line(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

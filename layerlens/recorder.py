@@ -212,11 +212,15 @@ class Recorder:
         exactly while a module's own code runs (off in leaves and Sequentials,
         so their torch calls cost nothing to catch)."""
         probe = slot.probe
-        try:
-            if probe is not None and probe.before is not None:
-                self._states[k] = probe.before(slot.module, args, kwargs)
-        except Exception as exc:
-            self._warn(f"{slot.name}: measuring {type(slot.module).__name__} for its checks failed: {exc!r}")
+        if probe is not None and probe.before is not None:
+            self.live = False  # the probe's own module calls and torch calls are not the model's
+            try:
+                with torch._C.DisableTorchFunction():
+                    self._states[k] = probe.before(slot.module, args, kwargs)
+            except Exception as exc:
+                self._warn(f"{slot.name}: measuring {type(slot.module).__name__} for its checks failed: {exc!r}")
+            finally:
+                self.live = True
         mode = self.mode
         if mode is None:
             return
