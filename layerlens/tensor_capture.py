@@ -55,12 +55,25 @@ class _Pending:
 
 
 class _Staged:
-    """Handle of a small tensor's statistics, set when its `StatsBatch` flushes."""
+    """Handle of a small tensor's statistics, set when its `StatsBatch` flushes
+    (with the infos made before that, see `Capture.tensor`)."""
 
-    __slots__ = ("stats",)
+    __slots__ = ("_stats", "waiting")
 
     def __init__(self) -> None:
-        self.stats: TensorStats | None = None
+        self._stats: TensorStats | None = None
+        self.waiting: list[TensorInfo] = []
+
+    @property
+    def stats(self) -> TensorStats | None:
+        return self._stats
+
+    @stats.setter
+    def stats(self, value: TensorStats | None) -> None:
+        self._stats = value
+        for info in self.waiting:
+            info.stats = value
+        self.waiting = []
 
 
 Stats = TensorStats | _Pending | _Staged | None
@@ -80,9 +93,9 @@ class Capture:
         self._deferred: list[torch.Tensor] = []
         self._resolved: list[np.ndarray] = []
         self._pending: list[_Pending] = []
-        self._seen: dict[int, tuple[Any, ...]] = {}
-        # small tensors' stats in batches: for callers that make infos only after `finalize`
-        self._batch = StatsBatch() if batch else None  # id -> (weakref, version, stats, value)
+        self._seen: dict[int, tuple[Any, ...]] = {}  # id -> (weakref, version, stats, value)
+        # small tensors' stats in batches, resolved at `finalize` (or when the staging buffer is full)
+        self._batch = StatsBatch() if batch else None
 
     # -- hot path -------------------------------------------------------------
 
@@ -108,8 +121,11 @@ class Capture:
         entry = self.take(path, t, where)
         info = TensorInfo(path, plain_shape(entry[1]), dtype_name(entry[2]), _device_name(entry[3]), entry[4])
         stats = entry[5]
-        if isinstance(stats, _Pending):
-            stats.waiting.append(info)
+        if isinstance(stats, (_Pending, _Staged)):
+            if stats.stats is not None:  # already resolved (a batch flushed when full)
+                info.stats = stats.stats
+            else:
+                stats.waiting.append(info)
         else:
             info.stats = stats
         info.value = entry[6]

@@ -66,3 +66,16 @@ def test_trace_stats_of_small_tensors_equal_torch() -> None:
     assert math.isclose(s.std, float(h.double().std()), rel_tol=1e-6)
     r = t["1"].outputs[0].stats
     assert r is not None and r.min == 0.0 and r.zero_fraction == float((h.clamp(min=0) == 0).float().mean())
+
+
+def test_infos_made_before_the_batch_is_reduced_get_their_stats_at_finalize() -> None:
+    from layerlens.tensor_capture import Capture
+
+    capture = Capture("stats", batch=True)
+    a, b = torch.randn(16, 64), torch.randn(8, 8)
+    first, again, other = capture.tensor("", a, "x"), capture.tensor("", a, "y"), capture.tensor("", b, "z")
+    assert first.stats is None and again.stats is None  # waiting for the batch
+    capture.finalize()
+    for info, t in ((first, a), (again, a), (other, b)):
+        assert info.stats is not None
+        assert info.stats.min == float(t.min()) and math.isclose(info.stats.std, float(t.double().std()), rel_tol=1e-6)

@@ -54,7 +54,7 @@ class StepSampler:
         self._names = names
         self._params = params
         self._hook_grads = hook_grads  # no optimizer: catch gradients as they are accumulated
-        self._capture = Capture("stats", sample=SAMPLE)
+        self._capture = Capture("stats", sample=SAMPLE, batch=True)  # small tensors' stats in one go at resolve
         self._late = Capture("stats")  # after the optimizer's step: the update norms
         self._layers: list[_Pending] = []
         self._grad_refs: dict[str, torch.Tensor] = {}
