@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import tabulate as _tabulate
 import torch
 from torch import nn
 
@@ -23,7 +22,7 @@ from ._version import __version__
 from .errors import RenderError, TraceError
 from .options import TraceOptions
 from .render.graphviz_run import FORMATS, find_renderer
-from .render.table import COLUMNS, render_checks
+from .render.table import COLUMNS, check_format, render_checks
 from .trace import Trace
 from .tracing import trace
 
@@ -127,8 +126,10 @@ def _traced(ns: argparse.Namespace, values: str | None = "stats") -> Trace:
 
 def _known_format(fmt: str) -> None:
     """Refuse an unknown table format before any work is done."""
-    if fmt not in _tabulate.tabulate_formats:
-        raise CliError(f"unknown table format {fmt!r}; tabulate knows {', '.join(_tabulate.tabulate_formats)}")
+    try:
+        check_format(fmt)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _trace_command(ns: argparse.Namespace) -> int:

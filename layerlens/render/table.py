@@ -81,8 +81,7 @@ def render_table(
 ) -> str:
     """The table text for `trace` in tabulate format `fmt`."""
     cols = _check_columns(columns)
-    if fmt not in _tabulate.tabulate_formats:
-        raise ValueError(f"unknown table format {fmt!r}; tabulate knows {', '.join(_tabulate.tabulate_formats)}")
+    check_format(fmt)
     shown = [i for i, r in enumerate(trace.records) if depth is None or r.depth <= depth]
     names = _tree_names(trace.records, shown)
     rows = [[names[k] if c == "layer" else _COLUMNS[c][1](trace.records[i]) for c in cols] for k, i in enumerate(shown)]
@@ -100,6 +99,12 @@ def render_table(
 
 
 _HTML = ("html", "unsafehtml")
+
+
+def check_format(fmt: str) -> None:
+    """A ValueError for a table format tabulate does not know (every table layerlens prints)."""
+    if fmt not in _tabulate.tabulate_formats:
+        raise ValueError(f"unknown table format {fmt!r}; tabulate knows {', '.join(_tabulate.tabulate_formats)}")
 
 
 def _unchecked_notes(trace: TraceData, shown: list[int]) -> list[str]:

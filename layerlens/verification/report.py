@@ -11,6 +11,7 @@ import tabulate as _tabulate
 
 from ..json_floats import decode_float, encode
 from ..records import call_label
+from ..render.table import check_format
 
 SCHEMA = "layerlens.verify/1"
 STATUSES = ("pass", "fail", "unchecked", "composite")
@@ -83,8 +84,7 @@ class VerifyReport:
 
     def table(self, fmt: str = "simple") -> str:
         """The verdicts as a table in tabulate format `fmt` (an unknown one is a ValueError)."""
-        if fmt not in _tabulate.tabulate_formats:
-            raise ValueError(f"unknown table format {fmt!r}; tabulate knows {', '.join(_tabulate.tabulate_formats)}")
+        check_format(fmt)
         rows = [
             [v.label, v.type_name, _mark(v), v.reference or "", _num(v.max_abs), _num(v.max_rel), _tol(v), v.note]
             for v in self.verdicts
