@@ -41,22 +41,9 @@ class Deferred:
         self.index = index
 
 
-class _Pending:
-    """Handles of one tensor's on-device reductions, resolved by `finalize` into `stats`."""
-
-    __slots__ = ("counts", "numel", "stats", "vec", "waiting")
-
-    def __init__(self, vec: Deferred, counts: Deferred, numel: int) -> None:
-        self.vec = vec
-        self.counts = counts
-        self.numel = numel
-        self.stats: TensorStats | None = None
-        self.waiting: list[TensorInfo] = []  # infos made before `finalize` (see `Capture.tensor`)
-
-
 class _Staged:
-    """Handle of a small tensor's statistics, set when its `StatsBatch` flushes
-    (with the infos made before that, see `Capture.tensor`)."""
+    """Statistics still to come (a batch not yet reduced, reductions still on a
+    device); setting `stats` fills in the infos made meanwhile (see `Capture.tensor`)."""
 
     __slots__ = ("_stats", "waiting")
 
@@ -76,7 +63,19 @@ class _Staged:
         self.waiting = []
 
 
-Stats = TensorStats | _Pending | _Staged | None
+class _Pending(_Staged):
+    """Handles of one tensor's on-device reductions, resolved by `finalize` into `stats`."""
+
+    __slots__ = ("counts", "numel", "vec")
+
+    def __init__(self, vec: Deferred, counts: Deferred, numel: int) -> None:
+        super().__init__()
+        self.vec = vec
+        self.counts = counts
+        self.numel = numel
+
+
+Stats = TensorStats | _Staged | None
 
 
 class Capture:
@@ -121,7 +120,7 @@ class Capture:
         entry = self.take(path, t, where)
         info = TensorInfo(path, plain_shape(entry[1]), dtype_name(entry[2]), _device_name(entry[3]), entry[4])
         stats = entry[5]
-        if isinstance(stats, (_Pending, _Staged)):
+        if isinstance(stats, _Staged):
             if stats.stats is not None:  # already resolved (a batch flushed when full)
                 info.stats = stats.stats
             else:
@@ -135,7 +134,7 @@ class Capture:
     def info(entry: tuple[Any, ...]) -> TensorInfo:
         """The `TensorInfo` of a `take` tuple, after `finalize`."""
         stats = entry[5]
-        if isinstance(stats, (_Pending, _Staged)):
+        if isinstance(stats, _Staged):
             stats = stats.stats
         return TensorInfo(entry[0], plain_shape(entry[1]), dtype_name(entry[2]), _device_name(entry[3]), entry[4],
                           stats, entry[6])  # fmt: skip
@@ -180,8 +179,6 @@ class Capture:
         for p in self._pending:
             vec, counts = self._resolved[p.vec.index].tolist(), self._resolved[p.counts.index].tolist()
             p.stats = host_stats(vec, counts, p.numel)
-            for info in p.waiting:
-                info.stats = p.stats
         self._deferred.clear()
         self._pending.clear()
         self._seen.clear()
@@ -209,10 +206,10 @@ class Capture:
         if x is None:
             return None
         if self._reads_are_free(x.device):
-            small = x.dtype == torch.float32 and x.numel() <= StatsBatch.LARGEST and not x.is_neg()
-            if small and self._batch is not None:
+            batch = self._batch
+            if batch is not None and x.dtype == torch.float32 and x.numel() <= batch.LARGEST and not x.is_neg():
                 staged = _Staged()
-                self._batch.add(x.numpy(), staged)
+                batch.add(x.numpy(), staged)
                 return staged
             return cpu_stats(x, self.sample)
         vec, counts = device_reductions(x)
