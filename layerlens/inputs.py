@@ -140,8 +140,8 @@ def _shapes(input_size: Any) -> list[tuple[int, ...]]:
     for s in shapes:
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in s):
             raise ValueError(f"input_size: every dimension must be an int >= 0, got {s!r}")
-        if math.prod(s) > _MAX_ELEMENTS:
-            raise ValueError(f"input_size: {s!r} would be {math.prod(s):.3g} elements; at most 2**40 are made")
+        if (n := math.prod(s)) > _MAX_ELEMENTS:
+            raise ValueError(f"input_size: {s!r} would be {n:.3g} elements; at most 2**40 are made")
     return shapes
 
 

@@ -71,32 +71,36 @@ class TraceData:
         self.meta = meta
         self.warnings: list[str] = list(warnings)
         self.error = error
-        self._ops: list[OpRecord] | None = None if callable(ops) else list(ops)
-        self._make_ops = ops if callable(ops) else None
-        self._edges: list[Edge] | None = None if callable(edges) else list(edges)
-        self._make_edges = edges if callable(edges) else None
+        self._made: dict[str, list[Any]] = {}
+        self._makers: dict[str, Callable[[], list[Any]]] = {}
+        for key, given in (("ops", ops), ("edges", edges)):
+            if callable(given):
+                self._makers[key] = given
+            else:
+                self._made[key] = list(given)
         self._lock = threading.Lock()
         self._by_name: dict[str, list[LayerRecord]] | None = None
 
     @property
     def edges(self) -> list[Edge]:
         """The data flow: one `Edge` per tensor passed from one node to another."""
-        if self._edges is None:
-            with self._lock:  # made once, whichever thread reads first
-                if self._edges is None:
-                    assert self._make_edges is not None
-                    self._edges, self._make_edges = self._make_edges(), None
-        return self._edges
+        return self._first_read("edges")
 
     @property
     def ops(self) -> list[OpRecord]:
         """The functional operations run between modules, in order."""
-        if self._ops is None:
+        return self._first_read("ops")
+
+    def _first_read(self, key: str) -> list[Any]:
+        """The list under `key`, made by its maker the first time it is read (once,
+        whichever thread reads first)."""
+        found = self._made.get(key)
+        if found is None:
             with self._lock:
-                if self._ops is None:
-                    assert self._make_ops is not None
-                    self._ops, self._make_ops = self._make_ops(), None
-        return self._ops
+                found = self._made.get(key)
+                if found is None:
+                    found = self._made[key] = self._makers.pop(key)()
+        return found
 
     def _names(self) -> dict[str, list[LayerRecord]]:
         if self._by_name is None:
@@ -108,9 +112,9 @@ class TraceData:
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled and copied with its edges made and without its lock."""
-        self.edges  # noqa: B018
-        self.ops  # noqa: B018
-        return {**self.__dict__, "_lock": None, "_make_edges": None, "_make_ops": None}
+        for key in list(self._makers):
+            self._first_read(key)
+        return {**self.__dict__, "_lock": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

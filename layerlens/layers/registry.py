@@ -166,9 +166,9 @@ class Registry:
             raise TypeError(f"register() takes a LayerFamily or nn.Module subclasses, got {family!r}")
         for t in family.types:
             if isinstance(t, str):
-                _split(t)  # fail now on a malformed name
+                module, _ = _split(t)  # fails now on a malformed name
                 self._pending.append((t, family))
-                self._awaited.add(_split(t)[0])
+                self._awaited.add(module)
             else:
                 self._stacks.setdefault(_module_type(t), []).append(family)
         self._cache.clear()

@@ -35,7 +35,7 @@ def to_dict(trace: TraceData, value_keys: dict[int, str] | None = None) -> dict[
     keys = value_keys or {}
     return {
         "schema": SCHEMA,
-        "meta": _encode(_fields(trace.meta)),
+        "meta": encode(_fields(trace.meta)),
         "error": trace.error,
         "warnings": list(trace.warnings),
         "records": [_record(r, keys) for r in trace.records],
@@ -83,8 +83,8 @@ def _record(r: LayerRecord, keys: dict[int, str]) -> dict[str, Any]:
         "outputs": [_tensor(t, keys) for t in r.outputs],
         "other_inputs": [list(o) for o in r.other_inputs],
         "other_outputs": [list(o) for o in r.other_outputs],
-        "details": _encode(r.details),
-        "checks": [_encode(_fields(c)) for c in r.checks],
+        "details": encode(r.details),
+        "checks": [encode(_fields(c)) for c in r.checks],
         "error": r.error,
         "family": r.family,
         "not_checked": r.not_checked,
@@ -109,7 +109,7 @@ def _tensor(t: TensorInfo, keys: dict[int, str]) -> dict[str, Any]:
         "dtype": t.dtype,
         "device": t.device,
         "requires_grad": t.requires_grad,
-        "stats": _encode(_fields(t.stats)) if t.stats is not None else None,
+        "stats": encode(_fields(t.stats)) if t.stats is not None else None,
         "value": keys.get(id(t.value)) if t.value is not None else None,
     }
 
@@ -117,10 +117,6 @@ def _tensor(t: TensorInfo, keys: dict[int, str]) -> dict[str, Any]:
 def _fields(obj: Any) -> dict[str, Any]:
     """A dataclass instance's fields by name (works with __slots__ too)."""
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-
-
-def _encode(value: Any) -> Any:
-    return encode(value)
 
 
 # -- reading ------------------------------------------------------------------
