@@ -67,9 +67,10 @@ EXAMPLES = (
     Example(
         "reused_block",
         "A block used three times",
-        "One `Sequential` called three times in a loop with a residual `+`: each call is its own cluster.",
+        "One `Sequential` called three times in a loop with a residual `+`: each call is its own cluster "
+        "(`collapse=False`; by default three identical blocks in a chain are drawn once, marked ×3).",
         models.build_reused_block,
-        {},
+        {"collapse": False},
     ),
     Example(
         "reused_block_rolled",

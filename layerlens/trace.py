@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import graphviz
+from typing_extensions import Unpack
 
 from .render import json_doc, notebook
-from .render.dot import dot_source, to_digraph
+from .render.dot import DrawOptions, dot_source, to_digraph
 from .render.graphviz_run import FORMATS, find_renderer, render_svg, run
 from .render.table import render_table
 from .trace_data import Summary, TraceData, TraceMeta
@@ -37,20 +38,22 @@ class Trace(TraceData):
         """Write the JSON to `path`; full values, if any, to an `.npz` beside it."""
         return json_doc.save(self, Path(path))
 
-    def to_dot(self, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> str:
+    def to_dot(self, depth: int | None = None, **drawing: Unpack[DrawOptions]) -> str:
         """The data-flow diagram as Graphviz DOT text (no Graphviz needed).
 
         `depth` collapses everything below that depth into one node per module;
         `rankdir` is "TB" (top to bottom) or "LR"; `roll` draws each reused
-        module once, with its call count.
+        module once, with its call count; `collapse` (default True) draws a run
+        of identical blocks once, marked "× n"; `bookkeeping=True` also draws the
+        ops that only compute masks, positions or shapes.
         """
-        return dot_source(self, depth=depth, rankdir=rankdir, roll=roll)
+        return dot_source(self, depth=depth, **drawing)
 
-    def graph(self, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> graphviz.Digraph:
-        """The data-flow diagram as a `graphviz.Digraph`."""
-        return to_digraph(self, depth=depth, rankdir=rankdir, roll=roll)
+    def graph(self, depth: int | None = None, **drawing: Unpack[DrawOptions]) -> graphviz.Digraph:
+        """The data-flow diagram as a `graphviz.Digraph` (options as for `to_dot`)."""
+        return to_digraph(self, depth=depth, **drawing)
 
-    def render(self, path: str | Path, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> Path:
+    def render(self, path: str | Path, depth: int | None = None, **drawing: Unpack[DrawOptions]) -> Path:
         """Write the diagram to `path`: `.svg`, `.png`, `.pdf`, or `.dot`/`.gv` (DOT text).
 
         Uses Graphviz's `dot`, or `graphviz-pure` when `dot` is missing; raises
@@ -63,16 +66,16 @@ class Trace(TraceData):
                 f"render() writes .svg, .png, .pdf, .dot or .gv, not {suffix or 'a path without suffix'!r}"
             )
         command = find_renderer(FORMATS[suffix]) if suffix in FORMATS else None
-        source = self.to_dot(depth=depth, rankdir=rankdir, roll=roll)
+        source = self.to_dot(depth=depth, **drawing)
         if command is None:
             target.write_text(source, encoding="utf-8")
         else:
             target.write_bytes(run(source, FORMATS[suffix], command))
         return target
 
-    def svg(self, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> str:
+    def svg(self, depth: int | None = None, **drawing: Unpack[DrawOptions]) -> str:
         """The diagram as SVG text, sized to fit its container (width at most 100%)."""
-        return render_svg(self.to_dot(depth=depth, rankdir=rankdir, roll=roll))
+        return render_svg(self.to_dot(depth=depth, **drawing))
 
     def __str__(self) -> str:
         return self.table()

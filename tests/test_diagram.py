@@ -22,7 +22,8 @@ from tests.conftest import judged_as
 # -- a small DOT reader for our own output ---------------------------------------
 
 _NODE = re.compile(r"^\s*(\w+) \[label=<(.*?)>( .*)?\]$", re.M)
-_EDGE = re.compile(r"^\s*(\w+) -> (\w+) \[label=\" (.*?) \"\]$", re.M)
+_EDGE = re.compile(r"^\s*(\w+) -> (\w+) \[label=\" (.*?) \"( style=dashed)?\]$", re.M)
+_FULL_NAME = re.compile(r'tooltip="([^"(]*?) \([\w.]+\)')
 _CLUSTER = re.compile(r"subgraph (cluster_\w+) \{\n\s*(.*)\n")
 
 
@@ -39,10 +40,13 @@ class Dot:
         self.labels = {m.group(1): _lines(m.group(2)) for m in _NODE.finditer(text)}
         self.attrs = {m.group(1): m.group(3) or "" for m in _NODE.finditer(text)}
         self.edges = [(m.group(1), m.group(2), m.group(3)) for m in _EDGE.finditer(text)]
+        self.dashed = [(m.group(1), m.group(2), m.group(3)) for m in _EDGE.finditer(text) if m.group(4)]
+        self.names = {i: m.group(1) for i, a in self.attrs.items() if (m := _FULL_NAME.search(a))}
 
     def node(self, title: str) -> str:
-        """The id of the node whose label starts with `title`."""
-        found = [i for i, lines in self.labels.items() if lines[0] == title]
+        """The id of the node with this full module name (its tooltip), or else label title."""
+        found = [i for i, name in self.names.items() if name == title]
+        found = found or [i for i, lines in self.labels.items() if lines[0] == title]
         assert len(found) == 1, (title, found)
         return found[0]
 
@@ -53,7 +57,8 @@ class Dot:
         return [d for s, d, _ in self.edges if s == node]
 
     def title(self, node: str) -> str:
-        return self.labels[node][0]
+        """The full module name of a call's node, the label of any other."""
+        return self.names.get(node, self.labels[node][0])
 
 
 def _dot(model: nn.Module, x: object, **options: object) -> Dot:
@@ -106,12 +111,13 @@ def test_edges_come_from_tensors_not_definition_order() -> None:
 def test_reused_module_shows_each_call_or_rolls_up() -> None:
     model, x = build_reused_block()
     t = ll.trace(model, x)
-    d = Dot(t.to_dot())
+    d = Dot(t.to_dot(collapse=False))
     assert len(re.findall(r"subgraph cluster_", d.text)) == 4  # the root and three calls of block
-    assert {"block.0", "block.0 #1", "block.0 #2"} <= {w[0] for w in d.labels.values()}
+    assert {"0", "0 #1", "0 #2"} <= {w[0] for w in d.labels.values()}  # names relative to their cluster
+    assert {"block.0", "block.0 #1", "block.0 #2"} <= set(d.names.values())  # full names in the tooltips
     rolled = Dot(t.to_dot(roll=True))
     block0 = rolled.node("block.0")
-    assert "×3 calls" in " ".join(rolled.labels[block0])
+    assert rolled.labels[block0][0] == "0" and "×3 calls" in " ".join(rolled.labels[block0])
     assert len(re.findall(r"subgraph cluster_", rolled.text)) == 2
     assert sorted(rolled.title(n) for n in rolled.inputs(block0)) == ["+", "+", "inp"]
 

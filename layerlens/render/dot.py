@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import html
 import warnings
-from typing import Any
+from typing import Any, TypedDict
 
 import graphviz
+from typing_extensions import Unpack
 
 from ..errors import LayerlensWarning
 from ..layers.registry import families
@@ -34,13 +35,28 @@ _OP = "#ffffff"
 _IO = "#d0d7de"
 
 
-def to_digraph(trace: TraceData, depth: int | None = None, rankdir: str = "TB", roll: bool = False) -> graphviz.Digraph:
+class DrawOptions(TypedDict, total=False):
+    """How a diagram is drawn, besides its depth (see `Trace.to_dot`)."""
+
+    rankdir: str
+    roll: bool
+    collapse: bool
+    bookkeeping: bool
+
+
+def to_digraph(trace: TraceData, depth: int | None = None, **drawing: Unpack[DrawOptions]) -> graphviz.Digraph:
     """The trace as a `graphviz.Digraph`."""
+    rankdir = drawing.get("rankdir", "TB")
     if rankdir not in ("TB", "LR", "BT", "RL"):
         raise ValueError(f"rankdir must be 'TB', 'LR', 'BT' or 'RL', got {rankdir!r}")
-    if depth is not None and (not isinstance(depth, int) or depth < 0):
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
         raise ValueError(f"depth must be an int >= 0 or None, got {depth!r}")
-    view = build_view(trace.records, trace.ops, trace.edges, depth, roll)
+    unknown = set(drawing) - set(DrawOptions.__annotations__)
+    if unknown:
+        known = ", ".join(DrawOptions.__annotations__)
+        raise TypeError(f"unknown diagram option(s) {sorted(unknown)}; known: depth, {known}")
+    roll, collapse, bookkeeping = (_flag(drawing, k, k == "collapse") for k in ("roll", "collapse", "bookkeeping"))
+    view = build_view(trace.records, trace.ops, trace.edges, depth, roll, collapse, bookkeeping)
     if len(view.nodes) > LARGE:
         warnings.warn(
             f"the diagram has {len(view.nodes)} nodes: pass depth=1 or 2, or roll=True, for one you can read",
@@ -52,10 +68,17 @@ def to_digraph(trace: TraceData, depth: int | None = None, rankdir: str = "TB", 
     g.attr("node", shape="box", style="rounded,filled", fontname=FONT, fontsize="10", color="#8c959f", fontcolor=TEXT)
     g.attr("edge", fontname=FONT, fontsize="9", color="#8c959f", fontcolor=MUTED, arrowsize="0.7")
     _fill(g, view, None, trace.meta.input_names, _colours())
-    for src, dst, shape, dtype in view.edges:
-        label = shape if dtype == "float32" else f"{shape} {dtype}"
-        g.edge(src, dst, label=f" {label} ")
+    for e in view.edges:
+        label = e.shape if e.dtype == "float32" else f"{e.shape} {e.dtype}"
+        g.edge(e.src, e.dst, label=f" {label} ", **({"style": "dashed"} if e.dashed else {}))
     return g
+
+
+def _flag(drawing: DrawOptions, name: str, default: bool) -> bool:
+    value = drawing.get(name, default)
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def _fill(
@@ -80,6 +103,7 @@ def _node_attrs(node: Node, names: tuple[str, ...], colours: dict[str | None, st
     if node.kind == "op":
         assert node.op is not None
         tip = f"{node.op.name} -> " + ", ".join(t.describe() for t in node.op.outputs)
+        tips = [tip, *_uses(node)]
         return {
             "label": _html([(node.op.label, False)]),
             "shape": "box",
@@ -88,10 +112,15 @@ def _node_attrs(node: Node, names: tuple[str, ...], colours: dict[str | None, st
             "fontsize": "9",
             "height": "0.25",
             "margin": "0.06,0.02",
-            "tooltip": _tip([tip]),
+            "tooltip": _tip(tips),
         }
     assert node.record is not None
-    return _record_attrs(node.record, node.calls, colours.get(node.record.family, _OTHER))
+    return _record_attrs(node, colours.get(node.record.family, _OTHER))
+
+
+def _uses(node: Node) -> list[str]:
+    """The folded bookkeeping ops that fed a node, for its tooltip."""
+    return [f"also uses {', '.join(node.uses)} (bookkeeping, drawn with bookkeeping=True)"] if node.uses else []
 
 
 def _input_name(path: str, names: tuple[str, ...]) -> str:
@@ -108,16 +137,26 @@ def _output_name(path: str) -> str:
     return f"output {path}" if path else "output"
 
 
-def _title(r: LayerRecord, calls: int) -> str:
-    """The module's name for a rolled node (all its calls), the call's label otherwise."""
-    return (r.name or "(root)") if calls > 1 else r.label
+def _title(title: str, calls: int) -> str:
+    """A rolled node (all its calls) goes by the module's name, without a call number."""
+    return title.rpartition(" #")[0] or title if calls > 1 else title
 
 
-def _record_attrs(r: LayerRecord, calls: int, fill: str) -> dict[str, str]:
-    lines = [(_title(r, calls), True), (_subtitle(r, calls), False)]
+def _record_attrs(node: Node, fill: str) -> dict[str, str]:
+    r, calls = node.record, node.calls
+    assert r is not None
+    lines = [(_title(node.title, calls), True), (_subtitle(r, calls), False)]
+    if node.repeat > 1:
+        lines[1] = (f"{lines[1][0]}  ×{node.repeat}", False)
     if r.num_params:
-        lines.append((f"{r.num_params:,} params", False))
-    attrs = {"label": _html(lines), "fillcolor": fill, "tooltip": _tip(_tooltip_lines(r))}
+        each = " each" if node.repeat > 1 else ""
+        lines.append((f"{r.num_params:,} params{each}", False))
+    tips = _tooltip_lines(r)
+    if node.repeat > 1:
+        tips[0] = f"{node.repeat} identical blocks, drawn once: " + ", ".join(node.members) + f" ({r.type_name})"
+    if node.uses:
+        tips.append("also uses " + ", ".join(node.uses) + " (bookkeeping ops, drawn with bookkeeping=True)")
+    attrs = {"label": _html(lines), "fillcolor": fill, "tooltip": _tip(tips)}
     if not r.ok:
         attrs.update(fillcolor=FAILED[0], color=FAILED[1], penwidth="2")
     return attrs
@@ -125,15 +164,19 @@ def _record_attrs(r: LayerRecord, calls: int, fill: str) -> dict[str, str]:
 
 def _cluster_attrs(c: Cluster) -> dict[str, str]:
     r = c.record
-    extra = f" ×{c.calls}" if c.calls > 1 else ""
+    times = c.calls if c.calls > 1 else c.repeat
+    extra = f" ×{times}" if times > 1 else ""
+    tips = _tooltip_lines(r)
+    if c.repeat > 1:
+        tips[0] = f"{c.repeat} identical blocks, drawn once: " + ", ".join(c.members) + f" ({r.type_name})"
     attrs = {
-        "label": _html([(f"{_title(r, c.calls)}  ", True), (f"{r.type_name}{extra}", False)], inline=True),
+        "label": _html([(f"{_title(c.title, c.calls)}  ", True), (f"{r.type_name}{extra}", False)], inline=True),
         "style": "rounded,dashed",
         "color": "#8c959f",
         "fontcolor": MUTED,
         "fontsize": "10",
         "labeljust": "l",
-        "tooltip": _tip(_tooltip_lines(r)),
+        "tooltip": _tip(tips),
     }
     if not r.ok:
         attrs.update(color=FAILED[1], fontcolor=FAILED[1], penwidth="2")
@@ -147,7 +190,7 @@ def _subtitle(r: LayerRecord, calls: int) -> str:
 
 
 def _tooltip_lines(r: LayerRecord) -> list[str]:
-    lines = [f"{r.name or '(root)'} ({r.type_name})"]
+    lines = [f"{r.label} ({r.type_name})"]
     if r.error:
         lines.append(f"raised {r.error}")
     lines += [("✓ " if c.ok else "✗ ") + c.message for c in r.checks if not c.ok] or [
