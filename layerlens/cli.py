@@ -8,8 +8,6 @@ forward that raised); errors are printed without a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +21,7 @@ from .errors import RenderError, TraceError
 from .options import TraceOptions
 from .render.graphviz_run import FORMATS, find_renderer
 from .render.table import COLUMNS, check_format, render_checks
+from .targets import TargetError, load_model
 from .trace import Trace
 from .tracing import trace
 
@@ -210,38 +209,10 @@ def _load_model(spec: str | None) -> tuple[nn.Module, torch.Tensor | None]:
         from .models import abc
 
         return abc.build_model(), abc.encode(list(abc.SAMPLE_STRINGS))
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise CliError(f"model must be MODULE:FACTORY (e.g. mypkg.models:build), got {spec!r}")
-    factory = getattr(_import(target), attr, None)
-    if factory is None:
-        raise CliError(f"{target!r} has no attribute {attr!r}")
     try:
-        model = factory if isinstance(factory, nn.Module) else factory()
-    except Exception as exc:
-        raise CliError(f"calling {spec} failed: {type(exc).__name__}: {exc}") from None
-    if not isinstance(model, nn.Module):
-        raise CliError(f"{spec} returned {type(model).__name__}, not an nn.Module")
-    return model, None
-
-
-def _import(target: str) -> Any:
-    try:
-        if target.endswith(".py"):
-            path = Path(target)
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            if spec is None or spec.loader is None or not path.is_file():
-                raise CliError(f"no such file: {target}")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
-        if "" not in sys.path:
-            sys.path.insert(0, "")
-        return importlib.import_module(target)
-    except CliError:
-        raise
-    except Exception as exc:
-        raise CliError(f"cannot import {target!r}: {type(exc).__name__}: {exc}") from None
+        return load_model(spec), None
+    except TargetError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import tabulate as _tabulate
 
@@ -76,25 +77,41 @@ _COLUMNS: dict[str, tuple[str, Callable[[LayerRecord], str]]] = {
 COLUMNS = ("layer", *_COLUMNS)
 
 
-def render_table(
-    trace: TraceData, fmt: str = "simple", columns: Sequence[str] | None = None, depth: int | None = None
-) -> str:
-    """The table text for `trace` in tabulate format `fmt`."""
+@dataclass(frozen=True)
+class TableCells:
+    """A table before formatting: header, rows of text cells (totals last) and notes below it."""
+
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str]
+
+
+def table_cells(trace: TraceData, columns: Sequence[str] | None = None, depth: int | None = None) -> TableCells:
+    """The cells of `Trace.table()`, for renderers that build tables of their own (Sphinx, MkDocs)."""
     cols = _check_columns(columns)
-    check_format(fmt)
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+        raise ValueError(f"depth must be an int >= 0 or None, got {depth!r}")
     shown = [i for i, r in enumerate(trace.records) if depth is None or r.depth <= depth]
     names = _tree_names(trace.records, shown)
     rows = [[names[k] if c == "layer" else _COLUMNS[c][1](trace.records[i]) for c in cols] for k, i in enumerate(shown)]
     rows.append(_totals(trace, cols))
     headers = ["Layer" if c == "layer" else _COLUMNS[c][0] for c in cols]
-    html_table = fmt in _HTML
-    text = _tabulate_text(rows, headers, "html" if html_table else fmt)  # our cells are text: always escaped
     notes = [f"warning: {w}" for w in trace.warnings]
     if trace.error:
         notes.insert(0, f"error: {trace.error}")
     notes += _unchecked_notes(trace, shown)
-    if html_table:
-        notes = [f"<p>{html.escape(n)}</p>" for n in notes]
+    return TableCells(headers, rows, notes)
+
+
+def render_table(
+    trace: TraceData, fmt: str = "simple", columns: Sequence[str] | None = None, depth: int | None = None
+) -> str:
+    """The table text for `trace` in tabulate format `fmt`."""
+    check_format(fmt)
+    cells = table_cells(trace, columns, depth)
+    html_table = fmt in _HTML
+    text = _tabulate_text(cells.rows, cells.headers, "html" if html_table else fmt)  # our cells are text: escaped
+    notes = [f"<p>{html.escape(n)}</p>" for n in cells.notes] if html_table else cells.notes
     return "\n".join([text, *notes])
 
 
