@@ -103,6 +103,17 @@ def test_attention_without_inner_calls_is_one_node() -> None:
     assert not any("MultiheadAttention" in c for c in _clusters(d))  # out_proj is used, never called
 
 
+def test_parametrized_layer_is_one_node() -> None:
+    from torch.nn.utils import parametrizations
+
+    model = nn.Sequential(parametrizations.weight_norm(nn.Conv2d(3, 8, 3)), nn.ReLU())
+    d = _drawn(model, torch.randn(1, 3, 6, 6))
+    conv = d.node("0")
+    assert d.labels[conv][1].startswith("ParametrizedConv2d")
+    assert len(_clusters(d)) == 1  # only the root: the weight's parametrization is inside the conv's node
+    assert d.outputs(conv) == [d.node("1")] and d.inputs(conv) == [d.node("input")]
+
+
 class Masked(nn.Module):
     """Scores masked by an integer mask input, with positions from arange."""
 

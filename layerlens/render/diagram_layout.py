@@ -1,9 +1,10 @@
 """Which nodes, clusters and edges a diagram shows, before any drawing.
 
-A module call is drawn as a cluster when module calls ran inside it and it is
-above the `depth` limit; otherwise as one node, which stands for everything
-that ran inside it (MultiheadAttention, whose `out_proj` is used but never
-called, is one node, not an empty box). Functional ops show inside the
+A module call is drawn as a cluster when module calls that took tensors ran
+inside it and it is above the `depth` limit; otherwise as one node, which
+stands for everything that ran inside it (MultiheadAttention, whose
+`out_proj` is used but never called, and a parametrized convolution, whose
+inner calls only make its weight, are one node each, not boxes). Functional ops show inside the
 cluster of the call whose code ran them. Repeated identical blocks are drawn
 once ("× 12", `collapse`), reused modules once per module (`roll`): see
 `diagram_repeats`. Ops that only compute masks, positions or shapes from the
@@ -82,11 +83,14 @@ def build_view(
     return _Builder(records, ops, edges, depth, roll, collapse, bookkeeping).build()
 
 
-def expandable(records: list[LayerRecord]) -> list[bool]:
-    """Whether each call had module calls inside it (could be drawn as a cluster)."""
+def expandable(records: list[LayerRecord], edges: list[Edge]) -> list[bool]:
+    """Whether each call could be drawn as a cluster: a module call inside it received a
+    tensor. Calls that only compute from parameters (a parametrized weight's
+    `_WeightNorm`) do not make their module a box of its own."""
+    fed = {e.dst.index for e in edges if e.dst.kind == "call"}
     inner = [False] * len(records)
-    for r in records:
-        if r.parent is not None:
+    for i, r in enumerate(records):
+        if r.parent is not None and (i in fed or not edges):
             inner[r.parent] = True
     return inner
 
@@ -103,7 +107,7 @@ class _Builder:
         bookkeeping: bool,
     ) -> None:
         self.records, self.ops, self.recorded = records, ops, edges
-        inner = expandable(records)
+        inner = expandable(records, edges)
         self.expanded = [inner[i] and (depth is None or r.depth < depth) for i, r in enumerate(records)]
         self.stand: Stand = find_stand_ins(records, ops, edges, inner, self.expanded, collapse, roll)
         if roll:  # a module is a cluster if any of its calls is
