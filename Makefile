@@ -62,6 +62,17 @@ wheel-check: setup
 	cd $(WHEEL_DIR) && venv/bin/layerlens trace torch.nn:Identity --input-size 2,3
 	cd $(WHEEL_DIR) && venv/bin/python -c "import torch, layerlens as ll; t = ll.trace(torch.nn.Linear(3, 2), torch.randn(4, 3)); assert t.ok, t; print(t)"
 	cd $(WHEEL_DIR) && venv/bin/layerlens demo --out demo
+	# the docs extra: a ten-line Sphinx project and MkDocs project draw a model from the installed wheel
+	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet --disable-pip-version-check "$$(ls $(WHEEL_DIR)/torch_layerlens-*.whl)[docs]"
+	mkdir -p $(WHEEL_DIR)/sphinx $(WHEEL_DIR)/mkdocs/docs
+	printf 'extensions = ["layerlens.sphinx"]\n' > $(WHEEL_DIR)/sphinx/conf.py
+	printf 'Model\n=====\n\n.. layerlens-diagram:: torch.nn:Identity\n   :input-size: 2, 3\n\n.. layerlens-table:: torch.nn:Identity\n   :input-size: 2, 3\n' > $(WHEEL_DIR)/sphinx/index.rst
+	$(WHEEL_DIR)/venv/bin/python -m sphinx -W -q -b html $(WHEEL_DIR)/sphinx $(WHEEL_DIR)/sphinx/out
+	ls $(WHEEL_DIR)/sphinx/out/_images/layerlens-*.svg
+	printf 'site_name: check\nplugins:\n  - layerlens\n' > $(WHEEL_DIR)/mkdocs/mkdocs.yml
+	printf '# Model\n\n```layerlens\nmodel: torch.nn:Identity\ninput_size: [2, 3]\n```\n' > $(WHEEL_DIR)/mkdocs/docs/index.md
+	cd $(WHEEL_DIR)/mkdocs && ../venv/bin/python -m mkdocs build --strict --quiet
+	ls $(WHEEL_DIR)/mkdocs/site/assets/layerlens/layerlens-*.svg
 
 lint: setup
 	$(BIN)/ruff check layerlens tests examples docs benchmarks

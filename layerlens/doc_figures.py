@@ -53,6 +53,7 @@ class Request:
     dtypes: tuple[str, ...] | None = None
     inputs: str | None = None  # module:attribute giving example inputs (a tensor, tuple, or dict of keywords)
     mode: str | None = None
+    ops: bool = True  # catch functional ops (False: modules only)
     depth: int | None = None  # None: the deepest that fits HEIGHT (diagrams), everything (tables)
     roll: bool = False
     collapse: bool = True
@@ -196,6 +197,7 @@ _PARSE: dict[str, Any] = {
     "dtypes": _dtypes,
     "inputs": _target,
     "mode": _choice("train", "eval"),
+    "ops": _flag,
     "depth": _depth,
     "roll": _flag,
     "collapse": _flag,
@@ -223,9 +225,11 @@ def make_figure(request: Request, cache_dir: Path | None) -> tuple[Figure, list[
 
 def _traced_figure(request: Request) -> tuple[Figure, list[str]]:
     try:
-        model = load_model(request.model)
-        x, kwargs = _inputs(request)
-        options: dict[str, Any] = {"values": "stats", "mode": request.mode}
+        with torch.random.fork_rng(devices=[]):  # the same weights every build; the build's RNG untouched
+            torch.manual_seed(0)
+            model = load_model(request.model)
+            x, kwargs = _inputs(request)
+        options: dict[str, Any] = {"values": "stats", "mode": request.mode, "ops": request.ops}
         if request.input_size is not None:
             size = request.input_size[0] if len(request.input_size) == 1 else list(request.input_size)
             options.update(input_size=size, dtypes=[getattr(torch, d) for d in request.dtypes or ()] or None)

@@ -58,6 +58,7 @@ _TRACE_OPTIONS: dict[str, Any] = {
     "dtypes": directives.unchanged_required,
     "inputs": directives.unchanged_required,
     "mode": directives.unchanged_required,
+    "ops": directives.unchanged_required,
     "depth": directives.unchanged_required,
 }
 

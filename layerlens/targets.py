@@ -34,6 +34,8 @@ def load_attribute(spec: str, what: str = "FACTORY", role: str = "model") -> Any
 def load_model(spec: str) -> nn.Module:
     """The model a `module:factory` spec names: a module instance, or what the factory returns."""
     factory = load_attribute(spec)
+    if not isinstance(factory, nn.Module) and not callable(factory):
+        raise TargetError(f"{spec} is a {type(factory).__name__}, not an nn.Module or a function returning one")
     try:
         model = factory if isinstance(factory, nn.Module) else factory()
     except Exception as exc:

@@ -74,3 +74,18 @@ def _clusters(dot: str) -> list[tuple[str, str]]:
                 break
         found.append(("\n".join(inside), "\n".join(direct)))
     return found
+
+
+def test_rolled_resnet_stays_untangled() -> None:
+    """torchvision's Bottleneck calls one ReLU three times: rolled, it must not become
+    one node that every edge of the block runs through and back."""
+    import models  # docs/models.py
+    import torch
+
+    import layerlens as ll
+    from tests.test_diagram_readable import _topological
+
+    d = Dot(ll.trace(models.resnet50(), torch.randn(1, 3, 64, 64)).to_dot(roll=True))
+    _topological(d)  # no cycles: nothing in a ResNet is recurrent
+    relus = [n for n in d.names.values() if n.startswith("layer1.0.relu")]
+    assert relus == ["layer1.0.relu", "layer1.0.relu #1", "layer1.0.relu #2"]
