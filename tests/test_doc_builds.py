@@ -145,9 +145,18 @@ def test_sphinx_rebuilds_trace_only_what_changed(tmp_path: Path) -> None:
 
 def test_sphinx_parallel_build_matches_serial(tmp_path: Path) -> None:
     src = _sphinx_project(tmp_path)
+    with (src / "conf.py").open("a") as conf:  # proof that reading really ran in worker processes
+        conf.write(
+            "def setup(app):\n"
+            "    def merged(app, env, docnames, other):\n"
+            "        with open(os.path.join(os.path.dirname(__file__), 'merged.txt'), 'a') as f:\n"
+            "            f.write(' '.join(sorted(docnames)) + '\\n')\n"
+            "    app.connect('env-merge-info', merged)\n"
+        )
     serial = _build(src, tmp_path / "serial", "-W")
     parallel = _build(src, tmp_path / "parallel", "-W", "-j", "2", "-d", str(tmp_path / "doctrees-j2"))
     assert serial.returncode == 0 and parallel.returncode == 0, parallel.stderr
+    assert (src / "merged.txt").is_file()
     names = {p.name for p in (tmp_path / "serial" / "_images").glob("layerlens-*.svg")}
     assert names and names == {p.name for p in (tmp_path / "parallel" / "_images").glob("layerlens-*.svg")}
 

@@ -318,7 +318,7 @@ def test_watch_keeps_a_bounded_history_and_the_whole_run_on_disk(
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5, 6, 7]
 
 
-def test_watch_raises_rather_than_write_half_a_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watch_stops_rather_than_write_half_a_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os as os_module
 
     from layerlens.watching import output
@@ -335,8 +335,8 @@ def test_watch_raises_rather_than_write_half_a_line(tmp_path: Path, monkeypatch:
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     w = ll.watch(model, every=1, optimizer=opt, jsonl=tmp_path / "run.jsonl").attach()
     monkeypatch.setattr(output.os, "write", short_write)
-    try:
-        with pytest.raises(OSError, match="only 40 of"):
+    try:  # the training loop goes on: one warning says why watching stopped
+        with pytest.warns(ll.LayerlensWarning, match="stopped watching: .*only 40 of"):
             _train(model, opt, 3)
     finally:
         monkeypatch.undo()

@@ -136,5 +136,6 @@ def dropout_mode_alert(module: Any, model_training: bool) -> tuple[str, str] | N
 _TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 FAMILIES = (
     LayerFamily("dropout", _TYPES, inspect=inspect_dropout, probe=Probe(_scaling, _keep_input),
-                reference=reference_dropout, health=dropout_health, mode_alert=dropout_mode_alert, color="#dde3ea"),
+                reference=reference_dropout, health=dropout_health, mode_alert=dropout_mode_alert,
+                modal=lambda m: m.p > 0, color="#dde3ea"),
 )  # fmt: skip

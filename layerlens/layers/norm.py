@@ -462,7 +462,8 @@ _PROBE = Probe(_norm_reference)
 _COLOR = "#fbeaa5"
 FAMILIES = (
     LayerFamily("batch_norm", _BN_TYPES, inspect=inspect_norm, probe=_PROBE, expect=expect_norm,
-                reference=reference_norm, mode_alert=batchnorm_mode_alert, color=_COLOR),
+                reference=reference_norm, mode_alert=batchnorm_mode_alert,
+                modal=lambda m: bool(m.track_running_stats), color=_COLOR),
     LayerFamily("instance_norm", _IN_TYPES, inspect=inspect_norm, probe=_PROBE, expect=expect_norm,
                 reference=reference_norm, color=_COLOR),
     LayerFamily("norm", (nn.LayerNorm, nn.GroupNorm, *_RMS), inspect=inspect_norm, probe=_PROBE,

@@ -87,6 +87,9 @@ class LayerFamily:
       non-zero inputs zeroed), `p`; floats or 0-d device tensors.
     - `mode_alert(module, model_training)`: a mode mistake worth an alert, as
       `(kind, sentence)`, e.g. a Dropout left in training mode during evaluation.
+    - `modal(module)`: whether this module computes differently in train and
+      eval mode (a Dropout with p > 0, a BatchNorm with running statistics), so
+      that a forgotten `model.eval()` or `model.train()` matters.
     - `during_trace()`: a context entered for every trace of a model holding
       such a layer (e.g. turn a fused fast path off so submodules are called).
     - `index_limit(module)`: the largest integer input the layer accepts + 1,
@@ -104,6 +107,7 @@ class LayerFamily:
     reference: Reference | None = None
     health: Health | None = None
     mode_alert: ModeAlert | None = None
+    modal: Callable[..., bool] | None = None  # (module)
     during_trace: Callable[[], AbstractContextManager[Any]] | None = None
     index_limit: Callable[..., int | None] | None = None  # (module)
     color: str | None = None

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from .health import Alert, StepRecord
 
 KINDS = ("nan", "nan_grad", "exploding_grad", "vanishing_grad", "dead_relu", "saturated",
-         "dropout_in_eval", "batchnorm_eval_in_training")  # fmt: skip
+         "dropout_in_eval", "batchnorm_eval_in_training", "not_in_optimizer", "frozen", "unregistered_param",
+         "not_updated", "grad_not_reset", "eval_forgotten", "train_forgotten", "functional_dropout_in_eval",
+         "crash")  # fmt: skip
 # Kinds that are worth knowing but are not trouble: reported once, as notes, never raised.
 NOTES = ("zero_grad_by_construction",)
 # A gradient this many times smaller than the largest of its layer's other parameters is
@@ -26,8 +28,9 @@ class Thresholds:
 
     explode: float = 1e3  # a parameter's gradient norm above this
     vanish: float = 1e-8  # ... below this (and not exactly zero: unused parameters are not alerts)
-    dead: float = 0.9  # fraction of ReLU units zero for every sample
-    saturated: float = 0.9  # fraction of sigmoid/tanh outputs within 1% of their bounds
+    dead: float = 0.5  # fraction of ReLU units zero for every sample
+    saturated: float = 0.5  # fraction of a hidden sigmoid/tanh layer's outputs within 1% of their bounds
+    saturated_output: float = 0.9  # ... of the model's last layer (a confident classifier's sigmoid is saturated)
 
 
 def step_alerts(record: StepRecord, limits: Thresholds, allow_inf: frozenset[str]) -> Iterator[Alert]:
@@ -53,13 +56,20 @@ def step_alerts(record: StepRecord, limits: Thresholds, allow_inf: frozenset[str
         elif 0 < p.grad_norm < limits.vanish:
             yield _alert(record, "vanishing_grad", p.module, "", f"gradient norm of {p.name} is {p.grad_norm:.3g} "
                          f"(< {limits.vanish:g})", param=p.name)  # fmt: skip
+    last = _output_layer(record)
     for h in record.layers:
         if h.dead_fraction is not None and h.dead_fraction >= limits.dead:
             yield _alert(record, "dead_relu", h.name, h.type_name,
                          f"{h.dead_fraction:.0%} of its units output 0 for every sample in the batch")  # fmt: skip
-        if h.saturated_fraction is not None and h.saturated_fraction >= limits.saturated:
+        limit = limits.saturated_output if h is last else limits.saturated
+        if h.saturated_fraction is not None and h.saturated_fraction >= limit:
             yield _alert(record, "saturated", h.name, h.type_name,
                          f"{h.saturated_fraction:.0%} of its outputs are within 1% of the bounds")  # fmt: skip
+
+
+def _output_layer(record: StepRecord) -> object:
+    """The leaf call that finished last: the one whose output is the model's."""
+    return next((h for h in reversed(record.layers) if h.leaf), None)
 
 
 def _nan_forward(record: StepRecord, allow_inf: frozenset[str]) -> Iterator[Alert]:

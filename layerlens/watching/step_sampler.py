@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from ..layers.registry import REGISTRY
 from ..records import TensorInfo
 from ..tensor_capture import Capture
 from ..tensor_stats import SAMPLE, as_numpy
+from .guard import Guard
 from .health import LayerHealth, ParamHealth, StepRecord
 
 # Activations larger than SAMPLE get exact min/max/NaN/Inf and mean/std/zeros from a strided sample of
@@ -48,8 +50,11 @@ class _Pending:
 class StepSampler:
     """Collects one sampled step; `resolve` (then `complete`) gives its StepRecord."""
 
-    def __init__(self, step: int, rank: int, names: dict[int, str], params: Params, hook_grads: bool) -> None:
+    def __init__(
+        self, step: int, rank: int, names: dict[int, str], params: Params, hook_grads: bool, guard: Guard | None = None
+    ) -> None:
         self.step, self.rank = step, rank
+        self._wrap: Callable[[Any], Any] = guard.wrap if guard is not None else _unwrapped
         self.record: StepRecord | None = None
         self._names = names
         self._params = params
@@ -70,11 +75,12 @@ class StepSampler:
     def start_forward(self) -> None:
         """Install the forward hook (global, filtered to the watched model) and,
         without an optimizer, the parameter-gradient hooks."""
-        self._forward = torch_module.register_module_forward_hook(self._forward_hook)
+        self._forward = torch_module.register_module_forward_hook(self._wrap(self._forward_hook))
         if self._hook_grads:
             for name, _, p in self._params:
                 if p.requires_grad:
-                    self._handles.append(p.register_post_accumulate_grad_hook(self._keep_grad(name)))  # type: ignore[no-untyped-call]
+                    hook = self._wrap(self._keep_grad(name))
+                    self._handles.append(p.register_post_accumulate_grad_hook(hook))  # type: ignore[no-untyped-call]
 
     def end_forward(self) -> None:
         """Remove the forward hook (gradient hooks stay until `resolve`)."""
@@ -103,7 +109,7 @@ class StepSampler:
             x = next((t for _, t in ins if t.is_floating_point()), None)
             self._special(module, x, y, pending)
             if y.requires_grad:
-                y.register_hook(self._grad_hook(pending))  # type: ignore[no-untyped-call]
+                y.register_hook(self._wrap(self._grad_hook(pending)))  # type: ignore[no-untyped-call]
         self._layers.append(pending)
 
     def _special(self, module: nn.Module, x: torch.Tensor | None, y: torch.Tensor, pending: _Pending) -> None:
@@ -224,6 +230,10 @@ class StepSampler:
                     ph.update_ratio = updates[index[ph.name]] / ph.weight_norm
         self._old = []
         return record
+
+
+def _unwrapped(hook: Any) -> Any:
+    return hook
 
 
 def _norms(tensors: list[torch.Tensor], both: bool = False) -> list[float] | torch.Tensor:

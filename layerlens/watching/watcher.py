@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import sys
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,9 +23,13 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from ..errors import TraceError
 from ..in_trace import tracing_now
 from ..layers.registry import REGISTRY
+from ..options import TraceOptions
+from . import mode_checks, setup_checks, training_checks
 from .alerts import KINDS, NOTES, Thresholds, step_alerts
+from .guard import Guard
 from .health import Alert, StepRecord
 from .output import JsonlWriter, render_table
 from .step_sampler import StepSampler
@@ -53,6 +58,7 @@ class Watch:
         allow_inf: Iterable[str] = (),
         thresholds: Thresholds | None = None,
         jsonl: str | Path | None = None,
+        options: TraceOptions | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"watch() expects an nn.Module, got {type(model).__name__}")
@@ -84,6 +90,17 @@ class Watch:
         self._names: dict[int, str] = {}
         self._params: list[tuple[str, str, nn.Parameter]] = []
         self._mode_rules: list[tuple[str, nn.Module, Any]] = []
+        if options is not None and not isinstance(options, TraceOptions):
+            raise TypeError(f"options must be a layerlens.TraceOptions, got {type(options).__name__}")
+        self.options = options or TraceOptions(values=None)  # for the trace that explains a crash
+        self._guard = Guard((WatchAlert, TraceError))
+        self._mode_dependent: list[str] = []
+        self._probe: training_checks.GradResetProbe | None = None
+        self._spy: mode_checks.EvalModeSpy | None = None
+        self._eval_checked = False
+        self._call: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        self._crash: tuple[BaseException, TraceError] | None = None
+        self._setup_flagged: set[str] = set()  # parameters already named by an attach-time alert
 
     # -- attaching ----------------------------------------------------------------
 
@@ -96,16 +113,24 @@ class Watch:
         self._params = [(n, n.rpartition(".")[0], p) for n, p in model.named_parameters()]
         self._mode_rules = [(n, m, rule) for n, m in model.named_modules()
                             if (rule := REGISTRY.coverage(type(m)).hook("mode_alert")) is not None]  # fmt: skip
+        self._mode_dependent = mode_checks.mode_dependent(model)
+        guard = self._guard.wrap
         self._handles = [
-            model.register_forward_pre_hook(self._on_forward_start),
-            model.register_forward_hook(self._on_forward_end, always_call=True),
+            model.register_forward_pre_hook(guard(self._on_forward_start), with_kwargs=True),
+            model.register_forward_hook(guard(self._on_forward_end), always_call=True),
         ]
+        self._report_setup(setup_checks.unregistered_tensors(model))
         optimizer = self._optimizer() if self._optimizer is not None else None
         if optimizer is not None:
             self._handles += [
-                optimizer.register_step_pre_hook(self._on_optimizer_start),
-                optimizer.register_step_post_hook(self._on_optimizer_end),
+                optimizer.register_step_pre_hook(guard(self._on_optimizer_start)),
+                optimizer.register_step_post_hook(guard(self._on_optimizer_end)),
             ]
+            self._report_setup(setup_checks.optimizer_gaps(model, optimizer))
+            probe = training_checks.pick_probe(model, optimizer)
+            if probe is not None:
+                report = guard(self._grads_not_reset)
+                self._probe = training_checks.GradResetProbe(*probe, lambda: self._sampler is not None, report)
         return self
 
     def detach(self) -> None:
@@ -116,6 +141,12 @@ class Watch:
             for h in self._handles:
                 h.remove()
             self._handles = []
+            if self._probe is not None:
+                self._probe.remove()
+                self._probe = None
+            if self._spy is not None:
+                self._spy.stop()
+                self._spy = None
             if self._sampler is not None:
                 self._sampler.resolve()
                 self._sampler = None
@@ -128,8 +159,10 @@ class Watch:
         if kind is None:
             self.detach()
             return
-        with contextlib.suppress(Exception):  # the loop raised: detach, and let its exception through as it is
+        with contextlib.suppress(Exception):  # the loop raised: detach, and let its exception through
             self.detach()
+        if self._crash is not None and self._crash[0] is exc:  # a watched forward raised: say where, as trace does
+            raise self._crash[1] from exc
 
     # -- the user's side ------------------------------------------------------------
 
@@ -216,12 +249,21 @@ class Watch:
 
     # -- hooks --------------------------------------------------------------------
 
-    def _on_forward_start(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+    def _on_forward_start(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if tracing_now():  # a layerlens trace of the model inside the loop: not a training step
             return None
+        self._call = (args, kwargs)
         if not module.training:
             self._check_modes(False)
+            if not self._eval_checked:  # the first evaluation forward of each evaluation phase
+                self._spy = mode_checks.EvalModeSpy(self._names)
+                self._spy.start()
             return None
+        if self._mode_dependent and not torch.is_grad_enabled():
+            self._keep(Alert("eval_forgotten", self.step_count, "", type(module).__name__,
+                             mode_checks.eval_forgotten_message(self._mode_dependent), self._rank))  # fmt: skip
+            return None
+        self._eval_checked = False
         if not self._manual:
             self._begin_step()
         self._check_modes(True)
@@ -230,22 +272,64 @@ class Watch:
         return None
 
     def _on_forward_end(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if self._sampler is not None and not tracing_now():
+        if tracing_now():
+            return None
+        call, self._call = self._call, None
+        if self._spy is not None:
+            spy, self._spy = self._spy, None
+            spy.stop()
+            self._eval_checked = True
+            for name, (type_name, p) in spy.found.items():
+                message = f"{name} ({type_name}) {mode_checks.functional_dropout_message(p)}"
+                self._keep(Alert("functional_dropout_in_eval", self.step_count, name, type_name, message, self._rank))
+        raised = sys.exc_info()[1]
+        if output is None and raised is not None and call is not None and not isinstance(raised, WatchAlert):
+            self._explain_crash(module, raised, *call)
+        if self._sampler is not None:
             self._sampler.end_forward()
         return None
 
     def _on_optimizer_start(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         """Before the update: snapshot the weights and judge the step's forward and
         backward, so a `raise_on` alert stops training before a bad update."""
+        model = self._model()
+        if model is not None and not model.training and self._mode_dependent:
+            self._keep(Alert("train_forgotten", self.step_count, "", type(model).__name__,
+                             mode_checks.train_forgotten_message(self._mode_dependent), self._rank))  # fmt: skip
         if self._sampler is not None and self._sampler.record is None:
             self._sampler.before_update()
             self._judge(self._sampler.resolve())
         return None
 
     def _on_optimizer_end(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._probe is not None:
+            self._probe.stepped()
         if self._sampler is not None:
             self._sampler.after_update()
         return None
+
+    def _grads_not_reset(self, param: str) -> None:
+        module = param.rpartition(".")[0]
+        self._keep(Alert("grad_not_reset", self.step_count, module, "", training_checks.grad_reset_message(param),
+                         self._rank, param))  # fmt: skip
+
+    def _explain_crash(self, model: nn.Module, raised: BaseException, args: tuple[Any, ...], kwargs: Any) -> None:
+        """The watched forward raised: trace the same call for layerlens's message (the
+        layer, its input shapes, what it expected), as a note on the exception and an
+        alert; leaving `with watch(...)` raises it as a TraceError from the original."""
+        from ..tracing import trace
+
+        try:
+            trace(model, args, kwargs=kwargs, options=self.options)
+        except TraceError as err:
+            self._crash = (raised, err)
+            if hasattr(raised, "add_note"):
+                raised.add_note(f"layerlens: {err}")
+            where = err.record.name if err.record is not None else ""
+            kind = err.record.type_name if err.record is not None else type(model).__name__
+            self._alerts.append(Alert("crash", self.step_count, where, kind, str(err).splitlines()[0], self._rank))
+        except Exception:  # not reproducible by a trace: the user's own exception says it all
+            return
 
     # -- steps ----------------------------------------------------------------------
 
@@ -254,8 +338,12 @@ class Watch:
         self.step_count += 1
         if (self.step_count - 1) % self.every == 0:
             hook_grads = self._optimizer is None
-            self._sampler = StepSampler(self.step_count, self._rank, self._names, self._params, hook_grads)
+            self._sampler = StepSampler(self.step_count, self._rank, self._names, self._params, hook_grads,
+                                        self._guard)  # fmt: skip
             self._pending_logs = {}
+            model, optimizer = self._model(), self._optimizer() if self._optimizer is not None else None
+            if model is not None and optimizer is not None:  # layers may be replaced after the optimizer is built
+                self._report_setup(setup_checks.optimizer_gaps(model, optimizer))
 
     def _judge(self, record: StepRecord) -> None:
         """Alerts for a resolved step; it joins the history now (its update ratios
@@ -274,12 +362,31 @@ class Watch:
         judged = sampler.record is not None
         record = sampler.complete()
         record.logs = dict(self._pending_logs)
+        self._check_updates(record)
         if self._writer is not None:
             self._writer.write(record)
         for board in self._boards:
             _to_board(board, record)
         if not judged:
             self._judge(record)
+
+    def _check_updates(self, record: StepRecord) -> None:
+        model, optimizer = self._model(), self._optimizer() if self._optimizer is not None else None
+        if model is None or optimizer is None:
+            return
+        lrs = training_checks.learning_rates(model, optimizer)
+        for module, param, message in training_checks.not_updated(record, lrs, self._setup_flagged):
+            self._keep(Alert("not_updated", record.step, module, "", message, self._rank, param))
+
+    def _report_setup(self, found: Iterable[setup_checks.Found]) -> None:
+        for kind, layer, type_name, param, message in found:
+            self._setup_flagged.add(param)
+            where = f"{layer or '(root)'} ({type_name})" if type_name else layer or "(root)"
+            self._keep(Alert(kind, self.step_count, layer, type_name, f"{where}: {message}", self._rank, param))
+
+    def _keep(self, alert: Alert) -> None:
+        """An alert found outside a sampled step's judging (raised at once if in `raise_on`)."""
+        self._raise_or_keep(alert)
 
     def _raise_or_keep(self, alert: Alert) -> None:
         key = (alert.kind, alert.layer, alert.param)
@@ -318,6 +425,7 @@ def watch(
     allow_inf: Iterable[str] = (),
     thresholds: Thresholds | None = None,
     jsonl: str | Path | None = None,
+    options: TraceOptions | None = None,
 ) -> Watch:
     """Watch `model` while it trains: `with layerlens.watch(model, every=10, optimizer=opt) as w:`.
 
@@ -329,9 +437,10 @@ def watch(
     exploding or vanishing gradients, dead ReLU and saturated sigmoid/tanh
     layers, and mode mistakes; kinds in `raise_on` raise `WatchAlert`.
     `allow_inf` names layers whose -inf is on purpose (attention masks).
-    `jsonl` streams one line per sampled step.
+    `jsonl` streams one line per sampled step. `options` (a `TraceOptions`)
+    are used for the trace that explains a forward that raised.
     """
-    return Watch(model, every, optimizer, raise_on, allow_inf, thresholds, jsonl)
+    return Watch(model, every, optimizer, raise_on, allow_inf, thresholds, jsonl, options)
 
 
 def _rank() -> int:

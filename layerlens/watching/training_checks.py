@@ -1,0 +1,82 @@
+"""Training that silently does not train: gradients never reset between
+optimizer steps (`zero_grad()` forgotten), and parameters with a gradient that
+the optimizer's step leaves unchanged."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from .health import StepRecord
+
+
+class GradResetProbe:
+    """A tensor hook on one trainable parameter: at the first backward after an
+    optimizer step, on a sampled step, its `.grad` must be None or zero. One
+    reduction per sampled step; between samples the hook only compares two ints."""
+
+    def __init__(self, name: str, param: nn.Parameter, wanted: Callable[[], bool], report: Callable[[str], None]):
+        self.name = name
+        self.param = param
+        self.wanted = wanted  # whether this step is sampled
+        self.report = report
+        self.steps = 0  # optimizer steps so far
+        self.seen = 0  # the optimizer step count at the last backward
+        self.handle = param.register_hook(self._hook)  # type: ignore[no-untyped-call]
+
+    def stepped(self) -> None:
+        self.steps += 1
+
+    def _hook(self, grad: torch.Tensor) -> None:
+        first = self.seen < self.steps
+        self.seen = self.steps
+        if not first or self.steps == 0 or not self.wanted():
+            return
+        old = self.param.grad
+        if old is not None and bool(torch.count_nonzero(old.detach()) > 0):
+            self.report(self.name)
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def pick_probe(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[str, nn.Parameter] | None:
+    """The first trainable parameter the optimizer updates."""
+    in_groups = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return next(((n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) in in_groups), None)
+
+
+def grad_reset_message(param: str) -> str:
+    return (
+        f"the gradient of {param} still held the previous step's values when this step's backward began: "
+        "gradients are not reset between optimizer steps (optimizer.zero_grad() forgotten?), so every step "
+        "adds to all the steps before it"
+    )
+
+
+def learning_rates(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """Each parameter's learning rate in the optimizer (parameters outside it absent)."""
+    by_id = {}
+    for group in optimizer.param_groups:
+        lr = group.get("lr", 0.0)
+        for p in group["params"]:
+            by_id[id(p)] = float(lr) if isinstance(lr, (int, float)) else float(torch.as_tensor(lr).item())
+    return {n: by_id[id(p)] for n, p in model.named_parameters() if id(p) in by_id}
+
+
+def not_updated(record: StepRecord, lrs: dict[str, float], skip: set[str]) -> Iterator[tuple[str, str, str]]:
+    """(module, parameter, message) for each parameter with a finite, non-zero gradient
+    that the step left exactly as it was, although its learning rate is not zero."""
+    for p in record.params:
+        if p.name in skip or p.update_ratio is None or p.grad_norm is None:
+            continue
+        lr = lrs.get(p.name, 0.0)
+        # a step of lr * |grad| below float32's resolution of the weight is rounding, not a missed update
+        visible = p.weight_norm is not None and lr * p.grad_norm > 1e-6 * p.weight_norm
+        if p.update_ratio == 0 and math.isfinite(p.grad_norm) and visible:
+            yield (p.module, p.name, f"{p.name} did not change in optimizer.step() although its gradient norm is "
+                   f"{p.grad_norm:.3g} and its learning rate {lrs[p.name]:g}: were the gradients zeroed between "
+                   "backward() and step(), or is it a copy of the parameter the optimizer holds?")  # fmt: skip

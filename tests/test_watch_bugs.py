@@ -1,0 +1,321 @@
+"""The training mistakes people really make, each as a buggy loop and its healthy
+twin: the bug is named at the right layer, the twin raises nothing."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+import layerlens as ll
+from layerlens.watching import Alert
+
+Loop = Callable[[nn.Module, torch.optim.Optimizer | None, ll.Watch], None]
+
+
+def _mlp(dropout: float = 0.0) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 1))
+
+
+def _batches(n: int = 30) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(n):
+        x = torch.randn(16, 6, generator=gen)
+        out.append((x, x.sum(dim=1, keepdim=True)))
+    return out
+
+
+def _fit(model: nn.Module, opt: torch.optim.Optimizer, zero_grad: bool = True, steps: int = 30) -> None:
+    for x, y in _batches(steps):
+        if zero_grad:
+            opt.zero_grad()
+        F.mse_loss(model(x), y).backward()
+        opt.step()
+
+
+def _alerts(
+    model: nn.Module, opt: torch.optim.Optimizer | None, loop: Callable[[], None], every: int = 5
+) -> list[Alert]:
+    with ll.watch(model, every=every, optimizer=opt) as w:
+        loop()
+    return w.alerts
+
+
+def _kinds(alerts: list[Alert]) -> list[tuple[str, str]]:
+    return [(a.kind, a.layer) for a in alerts]
+
+
+# -- things that silently do not train --------------------------------------------------------
+
+
+def test_a_layer_frozen_by_mistake() -> None:
+    model = _mlp()
+    model[3].requires_grad_(False)  # meant model[0]... or nothing at all
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    alerts = _alerts(model, opt, lambda: _fit(model, opt))
+    assert _kinds(alerts) == [("frozen", "3")]
+    assert "3.weight, 3.bias have requires_grad=False but are in the optimizer" in alerts[0].message
+
+    healthy = _mlp()
+    opt = torch.optim.SGD(healthy.parameters(), lr=0.05)
+    assert _alerts(healthy, opt, lambda: _fit(healthy, opt)) == []
+
+
+def test_intentional_freezing_outside_the_optimizer_is_fine() -> None:
+    model = _mlp()
+    model[0].requires_grad_(False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    assert _alerts(model, opt, lambda: _fit(model, opt)) == []
+
+
+def test_optimizer_built_before_a_layer_was_replaced() -> None:
+    model = _mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model[3] = nn.Linear(16, 1)  # the new head is not in the optimizer
+    alerts = _alerts(model, opt, lambda: _fit(model, opt))
+    assert _kinds(alerts) == [("not_in_optimizer", "3")]
+    assert "not in the optimizer" in alerts[0].message and "3.weight" in alerts[0].message
+
+    healthy = _mlp()
+    healthy[3] = nn.Linear(16, 1)
+    opt = torch.optim.Adam(healthy.parameters(), lr=1e-2)
+    assert _alerts(healthy, opt, lambda: _fit(healthy, opt)) == []
+
+
+def test_a_layer_replaced_while_watching() -> None:
+    model = _mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def loop() -> None:
+        _fit(model, opt, steps=3)
+        model[3] = nn.Linear(16, 1)
+        _fit(model, opt, steps=12)
+
+    assert _kinds(_alerts(model, opt, loop)) == [("not_in_optimizer", "3")]
+
+
+class Scaled(nn.Module):
+    def __init__(self, registered: bool, in_list: bool = False) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 1)
+        scale = torch.ones(1)
+        if registered:
+            self.scale = nn.Parameter(scale)
+        elif in_list:
+            self.scales = [nn.Parameter(scale)]  # a plain list: not registered
+        else:
+            self.scale = scale.requires_grad_()  # a plain tensor attribute: not registered
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.scales[0] if hasattr(self, "scales") else self.scale
+        return self.fc(x) * scale
+
+
+@pytest.mark.parametrize("in_list", [False, True])
+def test_a_learnable_tensor_kept_as_a_plain_attribute(in_list: bool) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(Scaled(registered=False, in_list=in_list))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    alerts = _alerts(model, opt, lambda: _fit(model, opt))
+    assert _kinds(alerts) == [("unregistered_param", "0")]
+    assert ("scales[0]" if in_list else "scale") in alerts[0].message
+    assert "ParameterList" in alerts[0].message if in_list else "nn.Parameter(...)" in alerts[0].message
+
+    healthy = nn.Sequential(Scaled(registered=True))
+    opt = torch.optim.SGD(healthy.parameters(), lr=0.05)
+    assert _alerts(healthy, opt, lambda: _fit(healthy, opt)) == []
+
+
+def test_zero_grad_forgotten() -> None:
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    alerts = _alerts(model, opt, lambda: _fit(model, opt, zero_grad=False))
+    assert [a.kind for a in alerts][:1] == ["grad_not_reset"] and alerts[0].layer == "0"
+    assert alerts[0].step == 6  # the first sampled step after an optimizer step
+
+    healthy = _mlp()
+    opt = torch.optim.SGD(healthy.parameters(), lr=1e-3)
+    assert _alerts(healthy, opt, lambda: _fit(healthy, opt)) == []
+
+
+def test_gradient_accumulation_is_not_a_forgotten_zero_grad() -> None:
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def loop() -> None:
+        for k, (x, y) in enumerate(_batches(32)):
+            (F.mse_loss(model(x), y) / 4).backward()
+            if k % 4 == 3:
+                opt.step()
+                opt.zero_grad()
+
+    assert _alerts(model, opt, loop, every=3) == []
+
+
+def test_an_optimizer_that_does_not_update() -> None:
+    class Forgetful(torch.optim.SGD):
+        @torch.no_grad()
+        def step(self, closure: object = None) -> None:  # type: ignore[override]
+            return None  # a custom optimizer that forgot to apply its update
+
+    model = _mlp()
+    opt = Forgetful(model.parameters(), lr=0.05)
+    alerts = _alerts(model, opt, lambda: _fit(model, opt))
+    assert {a.kind for a in alerts} == {"not_updated"} and {a.layer for a in alerts} == {"0", "3"}
+
+
+# -- mode mistakes --------------------------------------------------------------------------------
+
+
+def _train_and_validate(model: nn.Module, opt: torch.optim.Optimizer, eval_mode: bool, restore: bool) -> None:
+    data = _batches(40)
+    for epoch in range(2):
+        for x, y in data[epoch * 10 : epoch * 10 + 10]:
+            opt.zero_grad()
+            F.mse_loss(model(x), y).backward()
+            opt.step()
+        if eval_mode:
+            model.eval()
+        with torch.no_grad():
+            for x, _ in data[30:35]:
+                model(x)
+        if restore:
+            model.train()
+
+
+def test_eval_forgotten_before_evaluation() -> None:
+    model = _mlp(dropout=0.3)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    with ll.watch(model, every=5, optimizer=opt) as w:
+        _train_and_validate(model, opt, eval_mode=False, restore=False)
+    assert _kinds(w.alerts) == [("eval_forgotten", "")]
+    assert "2" in w.alerts[0].message and "model.eval()" in w.alerts[0].message
+    assert w.step_count == 20  # the no-grad forwards were not counted as training steps
+
+    healthy = _mlp(dropout=0.3)
+    opt = torch.optim.SGD(healthy.parameters(), lr=1e-3)
+    assert _alerts(healthy, opt, lambda: _train_and_validate(healthy, opt, eval_mode=True, restore=True)) == []
+
+
+def test_train_not_restored_after_validation() -> None:
+    model = _mlp(dropout=0.3)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    alerts = _alerts(model, opt, lambda: _train_and_validate(model, opt, eval_mode=True, restore=False))
+    assert _kinds(alerts) == [("train_forgotten", "")]
+    assert "model.train()" in alerts[0].message
+
+
+def test_a_model_without_mode_dependent_layers_does_not_care() -> None:
+    model = _mlp(dropout=0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    assert _alerts(model, opt, lambda: _train_and_validate(model, opt, eval_mode=False, restore=False)) == []
+
+
+class Block(nn.Module):
+    def __init__(self, careful: bool) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 16)
+        self.careful = careful
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.fc(x))
+        return F.dropout(h, 0.4, training=self.training) if self.careful else F.dropout(h, 0.4)
+
+
+def test_functional_dropout_active_in_eval() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(Block(careful=False), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    alerts = _alerts(model, opt, lambda: _train_and_validate(model, opt, eval_mode=True, restore=True))
+    assert _kinds(alerts) == [("functional_dropout_in_eval", "0")]
+    assert "training=self.training" in alerts[0].message and "p=0.4" in alerts[0].message
+
+    torch.manual_seed(0)
+    healthy = nn.Sequential(Block(careful=True), nn.Linear(16, 1))
+    opt = torch.optim.SGD(healthy.parameters(), lr=1e-3)
+    assert _alerts(healthy, opt, lambda: _train_and_validate(healthy, opt, eval_mode=True, restore=True)) == []
+
+
+# -- thresholds that fit ------------------------------------------------------------------------------
+
+
+def test_saturated_tanh_layers_below_the_old_fixed_threshold() -> None:
+    def run(gain: float) -> ll.Watch:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1))
+        with torch.no_grad():
+            model[0].weight.mul_(gain)  # unscaled inputs: the first tanh works at its bounds
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+        with ll.watch(model, every=5, optimizer=opt) as w:
+            _fit(model, opt, steps=10)
+        return w
+
+    bad = run(20.0)
+    fraction = bad.history[0].layer("1").saturated_fraction
+    assert fraction is not None and 0.5 < fraction < 0.9  # the old fixed 90% threshold let this pass
+    assert _kinds(bad.alerts) == [("saturated", "1")]
+    assert run(1.0).alerts == []
+
+
+# -- crashes -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "x", "where", "expected"),
+    [
+        (lambda: nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 1)), torch.randn(1, 6),
+         "'1' (BatchNorm1d)", "Expected more than 1 value per channel"),
+        (lambda: nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 1)), torch.tensor([[1, 2, 12]]),
+         "'0' (Embedding)", "index out of range"),
+    ],
+)  # fmt: skip
+def test_a_crash_in_a_watched_forward_says_where(build: Callable[[], nn.Module], x: torch.Tensor, where: str,
+                                                 expected: str) -> None:  # fmt: skip
+    model = build()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ll.TraceError) as info, ll.watch(model, optimizer=opt) as w:
+        model(x).sum().backward()
+    assert f"forward failed in {where}" in str(info.value)
+    assert expected in str(info.value.__cause__)  # the original exception is the cause
+    assert [a.kind for a in w.alerts] == ["crash"]
+    assert not model._forward_hooks and not model._forward_pre_hooks  # detached
+
+
+def test_a_crash_outside_the_context_manager_carries_a_note() -> None:
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8))
+    w = ll.watch(model).attach()
+    with pytest.raises(ValueError, match="Expected more than 1 value") as info:
+        model(torch.randn(1, 6))
+    w.detach()
+    notes = getattr(info.value, "__notes__", [])
+    if hasattr(info.value, "add_note"):
+        assert any("forward failed in '1' (BatchNorm1d)" in n for n in notes)
+
+
+# -- never break training ----------------------------------------------------------------------------------
+
+
+def test_an_internal_error_becomes_one_warning_and_training_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerlens.watching import step_sampler
+
+    def broken(*args: object) -> None:
+        raise KeyError("something layerlens got wrong")
+
+    monkeypatch.setattr(step_sampler.StepSampler, "_record", broken)
+    model, reference = _mlp(), _mlp()
+    opt, ref_opt = torch.optim.SGD(model.parameters(), lr=0.05), torch.optim.SGD(reference.parameters(), lr=0.05)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ll.watch(model, every=1, optimizer=opt) as w:
+            _fit(model, opt)
+    _fit(reference, ref_opt)
+    ours = [c for c in caught if issubclass(c.category, ll.LayerlensWarning)]
+    assert len(ours) == 1 and "stopped watching" in str(ours[0].message) and "KeyError" in str(ours[0].message)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), reference.parameters(), strict=True))
+    assert w.alerts == []
