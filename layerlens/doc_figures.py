@@ -218,7 +218,7 @@ def make_figure(request: Request, cache_dir: Path | None) -> tuple[Figure, list[
         return cached[0], cached[1], True
     figure, deps = _traced_figure(request)
     if cache_dir is not None:
-        entry = {"figure": asdict(figure), "deps": {p: _file_hash(p) for p in deps}}
+        entry = {"figure": asdict(figure), "deps": {p: _loaded_hash(p) for p in deps}}
         write_atomic(cache_dir / f"{key}.json", json.dumps(entry).encode("utf-8"))
     return figure, deps, False
 
@@ -324,8 +324,8 @@ def _cached(cache_dir: Path, key: str) -> tuple[Figure, list[str]] | None:
         if any(_file_hash(p) != digest for p, digest in deps.items()):
             return None
         return Figure(**entry["figure"]), list(deps)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # missing or unreadable: trace again
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # missing, unreadable or malformed: trace again
 
 
 @lru_cache(maxsize=1)
@@ -363,6 +363,36 @@ def _module_file(name: str) -> Path | None:
     except TypeError:
         return None
     return Path(source).resolve() if source else None
+
+
+# The hash of each source file as this process first read it: a module imported once
+# stays as it was even when its file changes (mkdocs serve), so a figure traced from
+# it must not be filed under the new file's hash.
+_FIRST_SEEN: dict[str, str] = {}
+
+
+def _loaded_hash(path: str) -> str:
+    return _FIRST_SEEN.setdefault(path, _file_hash(path))
+
+
+def spec_files(*specs: str | None) -> list[str]:
+    """The source files of the modules named by `module:attribute` specs, found without
+    importing them (so a document whose factory fails is read again once it is fixed)."""
+    import importlib.util
+
+    found = []
+    for spec in specs:
+        module = spec.rpartition(":")[0].strip() if spec else ""
+        if module.endswith(".py"):
+            found.append(str(Path(module).resolve()))
+            continue
+        try:
+            origin = importlib.util.find_spec(module).origin if module else None  # type: ignore[union-attr]
+        except (ImportError, ValueError, AttributeError):
+            origin = None
+        if origin and origin.endswith(".py"):
+            found.append(str(Path(origin).resolve()))
+    return found
 
 
 def _file_hash(path: str) -> str:

@@ -31,7 +31,7 @@ from .doc_figures import Figure, FigureError, image_name, make_figure, parse_req
 
 log = get_plugin_logger(__name__)
 
-_FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 _FIGURE_KEYS = ("caption", "alt", "width", "align", "kind")
 ASSETS = "assets/layerlens"
 
@@ -63,13 +63,16 @@ class LayerlensPlugin(BasePlugin[LayerlensConfig]):
                 out.append(lines[k])
                 k += 1
                 continue
-            end = _closing(lines, k, m.group("fence"))
-            if m.group("info").strip() == "layerlens" and end is not None:
-                body = "\n".join(lines[k + 1 : end])
-                out.append(self._figure(body, page, offset + k + 1))
+            indent = m.group("indent")
+            end = _closing(lines, k, m.group("fence"), len(indent))
+            last = end if end is not None else len(lines) - 1
+            if m.group("info").strip() == "layerlens" and end is not None:  # in a list or admonition too
+                inner = lines[k + 1 : end]
+                body = "\n".join(line[len(indent) :] if line.startswith(indent) else line for line in inner)
+                out.append(indent + self._figure(body, page, offset + k + 1).strip("\n"))
             else:
-                out.extend(lines[k : (end if end is not None else len(lines) - 1) + 1])
-            k = (end if end is not None else len(lines) - 1) + 1
+                out.extend(lines[k : last + 1])  # another language's block: left alone, whatever it holds
+            k = last + 1
         return "\n".join(out)
 
     def on_post_build(self, config: Any) -> None:
@@ -120,11 +123,14 @@ def _front_matter_lines(page: Any, markdown: str) -> int:
     return source[:at].count("\n") if at > 0 else 0
 
 
-def _closing(lines: list[str], start: int, fence: str) -> int | None:
-    """The line that closes the fence opened at `start` (same character, at least as long)."""
+def _closing(lines: list[str], start: int, fence: str, indent: int) -> int | None:
+    """The line that closes the fence opened at `start`: the same character, at least
+    as long, indented no more than 3 columns past the opening fence (CommonMark)."""
     for k in range(start + 1, len(lines)):
-        stripped = lines[k].strip()
-        if stripped and set(stripped) == {fence[0]} and len(stripped) >= len(fence):
+        line = lines[k]
+        stripped = line.strip()
+        lead = len(line) - len(line.lstrip())
+        if stripped and set(stripped) == {fence[0]} and len(stripped) >= len(fence) and lead <= indent + 3:
             return k
     return None
 

@@ -39,6 +39,7 @@ from .doc_figures import (
     make_figure,
     parse_request,
     render_image,
+    spec_files,
     write_atomic,
 )
 
@@ -71,10 +72,13 @@ class _FigureDirective(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         trace_options = {k: v for k, v in self.options.items() if k not in self.figure_options}
+        self.env.layerlens_docs = getattr(self.env, "layerlens_docs", set()) | {self.env.docname}  # type: ignore[attr-defined]
         try:
             request = parse_request(self.arguments[0], trace_options, self.kind)
             figure, deps, _ = make_figure(request, _cache_dir(self.env))
         except FigureError as exc:
+            for path in spec_files(self.arguments[0], trace_options.get("inputs")):  # read again once it is fixed
+                self.env.note_dependency(path)
             logger.warning(
                 "layerlens-%s %s: %s", self.kind, self.arguments[0], exc,
                 location=self.get_location(), type="layerlens", subtype=self.kind,
@@ -82,7 +86,6 @@ class _FigureDirective(SphinxDirective):
             return []
         for path in deps:
             self.env.note_dependency(path)
-        self.env.layerlens_docs = getattr(self.env, "layerlens_docs", set()) | {self.env.docname}  # type: ignore[attr-defined]
         return self.make_nodes(figure)
 
     def make_nodes(self, figure: Figure) -> list[nodes.Node]:
@@ -160,8 +163,8 @@ class TableDirective(_FigureDirective):
             table.extend(messages)
         group = nodes.tgroup(cols=len(figure.headers))
         table += group
-        for _ in figure.headers:
-            group += nodes.colspec(colwidth=1)
+        for k, header in enumerate(figure.headers):  # widths in characters (the text builder uses them)
+            group += nodes.colspec(colwidth=max(len(header), *(len(r[k]) for r in figure.rows if k < len(r))))
         group += nodes.thead("", _row(figure.headers))
         group += nodes.tbody("", *[_row(r) for r in figure.rows])
         self.set_source_info(table)
@@ -186,7 +189,7 @@ def _html_visit(self: Any, node: layerlens_diagram) -> None:
     if not target.is_file():
         write_atomic(target, _draw(self, node, "svg"))
     uri = posixpath.join(self.builder.imgpath, name)
-    style = f' style="width: {html.escape(node["width"])}"' if node.get("width") else ""
+    style = f' style="width: {html.escape(css_length(node["width"]))}"' if node.get("width") else ""
     alt = html.escape(node["alt"])
     align = f" align-{node['align']}" if node.get("align") else ""
     classes = " ".join(["layerlens-diagram", *node["classes"]])
@@ -204,20 +207,30 @@ def _latex_visit(self: Any, node: layerlens_diagram) -> None:
     target = Path(self.builder.outdir) / name
     if not target.is_file():
         write_atomic(target, _draw(self, node, "png"))
-    width = f"width={node['width']}" if node.get("width") and not str(node["width"]).endswith("%") else ""
+    length = self.latex_image_length(str(node["width"])) if node.get("width") else None
+    width = f"width={length}" if length else ""
     self.body.append(f"\n\\sphinxincludegraphics[{width}]{{{name}}}\n")
     raise nodes.SkipNode
 
 
 def _text_visit(self: Any, node: layerlens_diagram) -> None:
+    self.new_state(0)
     self.add_text(f"[{node['alt']}]")
+    self.end_state()
     raise nodes.SkipNode
 
 
 def _alt_visit(self: Any, node: layerlens_diagram) -> None:
-    """Builders without images (man, texinfo): the alt text."""
-    self.body.append(self.encode(f"[{node['alt']}]") if hasattr(self, "encode") else f"[{node['alt']}]")
+    """Builders without images (man, texinfo): the alt text, escaped by the writer's own rules."""
+    self.visit_Text(nodes.Text(f"[{node['alt']}]"))
+    self.body.append("\n")
     raise nodes.SkipNode
+
+
+def css_length(width: str) -> str:
+    """A CSS length: a bare number is pixels."""
+    text = str(width).strip()
+    return f"{text}px" if text.replace(".", "", 1).isdigit() else text
 
 
 def _draw(translator: Any, node: layerlens_diagram, fmt: str) -> bytes:

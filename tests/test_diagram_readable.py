@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 import layerlens as ll
@@ -61,6 +62,43 @@ def test_a_chain_of_identical_blocks_is_drawn_once_with_its_count() -> None:
     assert six.inputs(six.node("head")) == [six.node("+")]  # the last block feeds the head
     full = _drawn(Stack(6), x, collapse=False)
     assert len([c for c in _clusters(full) if "Block" in c]) == 6
+
+
+class Looped(nn.Module):
+    """Blocks called in a loop, with something between them: `* 2`, or unpacking a tuple."""
+
+    def __init__(self, between: str) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([TupleBlock() for _ in range(3)])
+        self.between = between
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for b in self.blocks:
+            out = b(x)
+            x = out[0] * 2 if self.between == "scale" else out[0]
+        return x
+
+
+class TupleBlock(Block):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        return torch.stack((y, y * 0))  # unpacked by its caller as out[0]
+
+
+def test_ops_between_blocks_are_part_of_the_repeat_unless_they_only_unpack() -> None:
+    x = torch.randn(2, 8)
+    scaled = _drawn(Looped("scale"), x)
+    assert not any("×3" in c for c in _clusters(scaled))  # `* 2` between blocks: drawing them once would lose it
+    _acyclic(scaled)
+    unpacked = _drawn(Looped("unpack"), x)
+    assert any("TupleBlock ×3" in c for c in _clusters(unpacked))  # `out[0]` is only plumbing
+    _acyclic(unpacked)
+    labels = [lines[0] for lines in unpacked.labels.values()]
+    assert labels.count("[0]") == 1  # the unpacking after the last block, which feeds the output
+
+
+def _acyclic(d: Dot) -> None:
+    _topological(d)
 
 
 def test_blocks_at_the_depth_limit_collapse_to_one_node() -> None:
@@ -144,6 +182,22 @@ def test_mask_bookkeeping_folds_into_a_dashed_edge_from_its_input() -> None:
     assert not shown.dashed
     linked = {s for s, _, _ in d.edges} | {e for _, e, _ in d.edges}
     assert set(d.labels) <= linked  # no loose nodes
+
+
+def test_an_op_with_a_weight_of_its_own_is_computation_not_bookkeeping() -> None:
+    class Lookup(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = nn.Parameter(torch.randn(10, 8))
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.head((F.embedding(ids, self.table) * 8**0.5).mean(1))
+
+    d = _drawn(Lookup(), torch.randint(0, 10, (2, 5)))
+    lookup, head = d.node("embedding"), d.node("head")
+    assert d.inputs(lookup) == [d.node("ids")] and not d.dashed
+    assert d.inputs(head) == [d.node("mean")]
 
 
 def test_names_in_a_cluster_are_short_and_unique_with_full_paths_in_tooltips() -> None:

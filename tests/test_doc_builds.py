@@ -257,6 +257,25 @@ def test_mkdocs_broken_model_fails_strict_at_its_line(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_mkdocs_blocks_in_lists_and_admonitions(tmp_path: Path) -> None:
+    pytest.importorskip("material")
+    page = (
+        "# T\n\n1. First, the model:\n\n    ```layerlens\n    model: models:make\n    input_size: [2, 3, 16]\n"
+        "    ```\n\n!!! note\n\n    ```layerlens\n    model: models:make\n    kind: table\n    input_size: [2, 3, 16]\n"
+        "    ```\n\n```markdown\nAn example, indented:\n\n    ```\n    not the end\n    ```\n```\n"
+    )
+    root = _mkdocs_project(tmp_path, page)
+    (root / "mkdocs.yml").write_text(
+        "site_name: T\ntheme:\n  name: material\nmarkdown_extensions:\n  - admonition\nplugins:\n  - layerlens\n"
+    )
+    done = _mkdocs(root)
+    assert done.returncode == 0, done.stderr
+    html = (root / "site" / "index.html").read_text()
+    assert re.search(r'<li>.*?<object data="assets/layerlens/', html, re.S)
+    assert re.search(r'class="admonition note".*?<table class="layerlens-table">', html, re.S)
+    assert "not the end" in html
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -274,6 +293,38 @@ def test_mkdocs_bad_blocks_say_what_is_wrong(tmp_path: Path, body: str, message:
     done = _mkdocs(root)
     assert done.returncode != 0 and message in done.stderr and "index.md:3:" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_sphinx_reads_a_failing_page_again_once_the_model_is_fixed(tmp_path: Path) -> None:
+    src = _sphinx_project(tmp_path, broken=True)
+    out = tmp_path / "html"
+    assert "forward failed" in _build(src, out).stderr
+    (src / "models.py").write_text(MODELS.replace("nn.Linear(5, 2)", "nn.Linear(4, 2)"))
+    again = _build(src, out, "-W")  # incremental: only the pages that depend on models.py are read
+    assert again.returncode == 0, again.stderr
+    assert (out / "index.html").read_text().count('<object data="_images/layerlens-') == 2  # the fixed one too
+
+
+@pytest.mark.parametrize("builder", ["text", "man", "texinfo", "singlehtml", "epub", "xml"])
+def test_every_builder_writes_the_page(tmp_path: Path, builder: str) -> None:
+    src = _sphinx_project(tmp_path)
+    alt = ":name: fig-model\n   :alt: a @{brace} \\fB diagram"
+    (src / "index.rst").write_text(INDEX.replace(":name: fig-model", alt))
+    done = _build(src, tmp_path / builder, builder=builder)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    if builder == "texinfo":
+        assert "@@@{brace@}" in next((tmp_path / builder).glob("*.texi")).read_text()
+    if builder == "man":
+        assert "\\efB" in next((tmp_path / builder).glob("*.1")).read_text()  # a backslash is not a roff escape
+
+
+def test_width_without_a_unit_is_pixels(tmp_path: Path) -> None:
+    src = _sphinx_project(tmp_path)
+    (src / "index.rst").write_text(INDEX.replace(":name: fig-model", ":name: fig-model\n   :width: 300"))
+    assert _build(src, tmp_path / "html", "-W").returncode == 0
+    assert 'style="width: 300px"' in (tmp_path / "html" / "index.html").read_text()
+    assert _build(src, tmp_path / "latex", "-W", builder="latex").returncode == 0
+    assert "width=300\\sphinxpxdimen" in next((tmp_path / "latex").glob("*.tex")).read_text()
 
 
 def test_ten_line_conf_py(tmp_path: Path) -> None:

@@ -127,6 +127,31 @@ def test_cache_is_used_until_the_model_source_or_options_change(model_module: Pa
 
 
 @needs_dot
+def test_a_module_edited_after_import_is_not_cached_under_its_new_source(
+    model_module: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from layerlens import doc_figures
+
+    cache = tmp_path / "cache"
+    request = parse_request("docmodels_under_test:make", {"input-size": "2, 8"})
+    make_figure(request, cache)
+    model_module.write_text(MODEL.replace("relu()).relu()", "relu()).tanh()"))  # in memory: still relu
+    stale, _, _ = make_figure(request, cache)
+    assert "relu" in stale.dot  # this process still runs the module it imported
+    monkeypatch.setattr(doc_figures, "_FIRST_SEEN", {})  # a new process, which imports the edited file
+    _, _, hit = make_figure(request, cache)
+    assert not hit  # the figure traced from the old module was not filed under the new source
+
+
+def test_malformed_cache_entries_are_traced_again(model_module: Path, tmp_path: Path) -> None:
+    request = parse_request("docmodels_under_test:make", {"input-size": "2, 8"})
+    make_figure(request, tmp_path)
+    for entry in tmp_path.glob("*.json"):
+        entry.write_text('{"figure": {}, "deps": []}')
+    assert not make_figure(request, tmp_path)[2]
+
+
+@needs_dot
 def test_default_depth_is_the_deepest_that_fits(model_module: Path) -> None:
     import docmodels_under_test as m
 

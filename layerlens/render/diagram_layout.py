@@ -120,6 +120,7 @@ class _Builder:
             up = self.owner[r.parent] if r.parent is not None else None
             self.owner.append(up if up is not None else (None if self.expanded[i] else i))
         self.bookkeeping = set() if bookkeeping else _bookkeeping_ops(records, ops, edges)
+        self.hidden = self.bookkeeping | self.stand.plumbing
         root = records[0] if records else None  # model inputs and outputs, by path -> node id
         self.inputs = {t.path: f"in{k}" for k, t in enumerate(root.inputs if root else ())}
         self.outputs = {t.path: f"out{k}" for k, t in enumerate(root.outputs if root else ())}
@@ -140,7 +141,7 @@ class _Builder:
                 view.nodes[cid] = Node(cid, "call", where, r, None, None, calls, title, (), repeat, members)
         for o in self.ops:
             drawn = self._op_node(o) == f"o{o.index}" and self.stand.op[o.index] == o.index
-            if drawn and o.index not in self.bookkeeping:
+            if drawn and o.index not in self.hidden:
                 view.nodes[f"o{o.index}"] = Node(f"o{o.index}", "op", self._cluster_of(o.parent), op=o)
         for k, t in enumerate(self.records[0].inputs if self.records else ()):
             view.nodes[f"in{k}"] = Node(f"in{k}", "input", None, tensor=t)
@@ -197,6 +198,8 @@ class _Builder:
         for e in self.recorded:
             if self.stand.apart(self._membership(e.src), self._membership(e.dst)):
                 continue  # from one repeated block to the next: drawn once, as one block
+            if _op_in(e.src, self.stand.plumbing) or _op_in(e.dst, self.stand.plumbing):
+                continue
             dst = self._node(e.dst)
             dashed = e.src.kind == "op" and e.src.index in self.bookkeeping
             if dashed and dst in view.nodes and not (e.dst.kind == "op" and e.dst.index in self.bookkeeping):
@@ -247,19 +250,26 @@ def _span(title: str, names: list[str]) -> str:
 
 def _bookkeeping_ops(records: list[LayerRecord], ops: list[OpRecord], edges: list[Edge]) -> set[int]:
     """Ops no activation flows through: fed only by non-float model inputs, constants
-    and other such ops (an attention mask's `expand`, position ids' `arange`)."""
+    and other such ops (an attention mask's `expand`, position ids' `arange`). An op
+    that combines such a tensor with a weight of its own (`F.embedding(ids, self.W)`)
+    computes activations: a float input that no edge brings is a parameter or buffer."""
     float_inputs = {t.path for t in (records[0].inputs if records else ()) if _floating(t.dtype)}
-    fed_by: dict[int, list[NodeRef]] = {}
+    fed_by: dict[int, list[Edge]] = {}
     for e in edges:
         if e.dst.kind == "op":
-            fed_by.setdefault(e.dst.index, []).append(e.src)
+            fed_by.setdefault(e.dst.index, []).append(e)
     data: set[int] = set()
     for o in ops:  # in run order: an op's sources ran before it
-        for src in fed_by.get(o.index, ()):
-            if src.kind == "call" or (src.kind == "input" and src.key in float_inputs) or _op_in(src, data):
-                data.add(o.index)
-                break
+        fed = fed_by.get(o.index, [])
+        brought = sum(1 for e in fed if _floating(e.dtype))
+        weights = sum(1 for t in o.inputs if _floating(t.dtype)) > brought
+        if (fed and weights) or any(_is_data(e.src, float_inputs, data) for e in fed):
+            data.add(o.index)
     return {o.index for o in ops} - data
+
+
+def _is_data(src: NodeRef, float_inputs: set[str], data: set[int]) -> bool:
+    return src.kind == "call" or (src.kind == "input" and src.key in float_inputs) or _op_in(src, data)
 
 
 def _op_in(end: NodeRef, ops: set[int]) -> bool:

@@ -27,6 +27,7 @@ class Stand:
     call: list[int]
     op: list[int]
     repeats: dict[int, tuple[int, ...]] = field(default_factory=dict)  # first member -> all members
+    plumbing: set[int] = field(default_factory=set)  # ops between two members (an `outputs[0]`): not drawn
     member: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)  # call -> ((run, k), ...)
     op_member: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
     rolled: dict[int, int] = field(default_factory=dict)  # representative -> number of calls
@@ -77,19 +78,25 @@ class _Tree:
         c = self.call_of(end)
         return c is not None and i <= c < self.end[i]
 
-    def feeds(self, a: int, b: int, level: int | None) -> bool:
-        """Whether call a's subtree passes a tensor to call b's, directly or through
-        ops of the call `level` that holds both."""
+    def feeds(self, a: int, b: int, level: int | None, through: tuple[str, ...] | None = None) -> set[int] | None:
+        """Whether call a's subtree passes a tensor to call b's, directly or through ops
+        of the call `level` that holds both (only ops named in `through`, when given):
+        the ops passed through, or None if it does not."""
         todo = [src for src in self.out if self.inside(src, a)]
         seen = set(todo)
+        passed: set[int] = set()
+        found = False
         while todo:
             for dst in self.out.get(todo.pop(), ()):
                 if self.inside(dst, b):
-                    return True
-                if dst.kind == "op" and dst not in seen and self.call_of(dst) == level:
+                    found = True
+                elif dst.kind == "op" and dst not in seen and self.call_of(dst) == level:
+                    if through is not None and self.ops[dst.index].name not in through:
+                        continue
                     seen.add(dst)
+                    passed.add(dst.index)
                     todo.append(dst)
-        return False
+        return passed if found else None
 
 
 def find_stand_ins(
@@ -133,22 +140,28 @@ def _signatures(tree: _Tree) -> list[int]:
     return sig
 
 
+# Ops that only unpack what a block returned (`outputs[0]`): a chain of blocks may
+# pass through them and still be one repeat. Any other op between two blocks (`* 2`)
+# is part of what repeats, and drawing the blocks once would lose it.
+_PLUMBING = ("__getitem__", "getitem")
+
+
 def _collapse(tree: _Tree, containers: Sequence[bool], stand: Stand) -> None:
     sig = _signatures(tree)
     runs = 0
     for p, kids in enumerate(tree.kids):
         k = 0
         while k < len(kids):
-            run = [kids[k]]
-            while (
-                k + len(run) < len(kids)
-                and containers[kids[k]]
-                and sig[kids[k + len(run)]] == sig[kids[k]]
-                and tree.feeds(run[-1], kids[k + len(run)], p)
-            ):
+            run, between = [kids[k]], set()
+            while k + len(run) < len(kids) and containers[kids[k]] and sig[kids[k + len(run)]] == sig[kids[k]]:
+                passed = tree.feeds(run[-1], kids[k + len(run)], p, _PLUMBING)
+                if passed is None:
+                    break
                 run.append(kids[k + len(run)])
+                between |= passed
             if len(run) > 1:
                 _map_run(tree, run, runs, stand)
+                stand.plumbing |= between
                 runs += 1
             k += len(run)
 
@@ -200,7 +213,7 @@ def _ordinal(tree: _Tree, i: int, last: dict[tuple[int | None, str], tuple[int, 
     previous call's when that one feeds this one, a new one otherwise."""
     r = tree.records[i]
     prev = last.get((r.parent, r.name))
-    ordinal = 0 if prev is None else prev[1] if tree.feeds(prev[0], i, r.parent) else prev[1] + 1
+    ordinal = 0 if prev is None else prev[1] if tree.feeds(prev[0], i, r.parent) is not None else prev[1] + 1
     last[(r.parent, r.name)] = (i, ordinal)
     return ordinal
 

@@ -44,7 +44,7 @@ def mode_dependent(model: nn.Module) -> list[str]:
 def eval_forgotten_message(layers: list[str]) -> str:
     return (
         "a forward under torch.no_grad() with the model in training mode, so it was not counted as a training "
-        f"step: {_few(layers)} act as in training (dropout drops, BatchNorm updates its running statistics) "
+        f"step: {_few(layers)} compute as in training (dropout drops, batch norm updates its running statistics) "
         "during what looks like evaluation; call model.eval() before evaluating (and model.train() after)"
     )
 
@@ -52,7 +52,7 @@ def eval_forgotten_message(layers: list[str]) -> str:
 def train_forgotten_message(layers: list[str]) -> str:
     return (
         "optimizer.step() while the model is in eval mode: was model.train() not called after evaluation? "
-        f"{_few(layers)} train in eval mode (no dropout, frozen BatchNorm statistics), and watch sees no "
+        f"{_few(layers)} train in eval mode (no dropout, frozen batch norm statistics), and watch sees no "
         "training steps"
     )
 
@@ -107,5 +107,5 @@ class EvalModeSpy(TorchFunctionMode):
 def functional_dropout_message(p: float) -> str:
     return (
         f"calls dropout (p={p:g}) with training=True while the module is in eval mode: F.dropout defaults to "
-        "training=True, so evaluation drops activations too; pass training=self.training (or use nn.Dropout)"
+        "training=True, so evaluation drops activations too; pass training=self.training (or use the module form)"
     )
