@@ -74,7 +74,26 @@ def build_records(
             if note and note not in broken:
                 broken.append(note)
         records.append(record)
+    _in_model(records, slots, recorder.mods, broken)
     return records, broken
+
+
+def _in_model(records: list[LayerRecord], slots: Any, mods: list[int], broken: list[str]) -> None:
+    """The families' checks that compare a layer with the whole model's call."""
+    if not records:
+        return
+    root = records[0]
+    for record, i in zip(records, mods, strict=True):
+        cover = slots[i].cover or REGISTRY.coverage(type(slots[i].module))
+        fn = cover.hook("in_model") if cover.judged else None
+        if fn is None:
+            continue
+        try:
+            record.checks.extend(_plain_check(c) for c in fn(slots[i].module, record, root) or ())
+        except Exception as exc:
+            note = f"in_model check of {record.type_name} '{record.label}' failed: {exc!r}"
+            if note not in broken:
+                broken.append(note)
 
 
 _NO_OTHERS: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())

@@ -242,6 +242,54 @@ def test_functional_dropout_active_in_eval() -> None:
     assert _alerts(healthy, opt, lambda: _train_and_validate(healthy, opt, eval_mode=True, restore=True)) == []
 
 
+# -- plausible shapes, wrong meaning -------------------------------------------------------------------
+
+
+class Reader(nn.Module):
+    def __init__(self, batch_first: bool) -> None:
+        super().__init__()
+        self.gru = nn.GRU(5, 8, batch_first=batch_first)
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(x)
+        return self.head(out[:, -1])  # the last time step, if x is (batch, time, features)
+
+
+def test_a_recurrent_layer_reading_the_batch_as_time() -> None:
+    def loop(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(10):
+            x = torch.randn(16, 7, 5, generator=gen)  # (batch, time, features)
+            opt.zero_grad()
+            F.mse_loss(model(x), x.mean(dim=(1, 2)).unsqueeze(1)).backward()
+            opt.step()
+
+    torch.manual_seed(0)
+    model = Reader(batch_first=False)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    alerts = _alerts(model, opt, lambda: loop(model, opt))
+    assert _kinds(alerts) == [("check", "gru")]
+    assert "batch_first=True" in alerts[0].message and "16 time steps of a batch of 7" in alerts[0].message
+
+    torch.manual_seed(0)
+    healthy = Reader(batch_first=True)
+    opt = torch.optim.Adam(healthy.parameters(), lr=1e-3)
+    assert _alerts(healthy, opt, lambda: loop(healthy, opt)) == []
+
+
+def test_the_first_batch_is_traced_once_without_changing_training() -> None:
+    model, reference = _mlp(dropout=0.2), _mlp(dropout=0.2)
+    opt, ref_opt = torch.optim.SGD(model.parameters(), lr=0.05), torch.optim.SGD(reference.parameters(), lr=0.05)
+    torch.manual_seed(3)
+    with ll.watch(model, every=5, optimizer=opt) as w:
+        _fit(model, opt)
+    torch.manual_seed(3)
+    _fit(reference, ref_opt)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), reference.parameters(), strict=True))
+    assert w.first_trace is not None and w.first_trace.ok and w.first_trace[0].input_shapes == ((16, 6),)
+
+
 # -- thresholds that fit ------------------------------------------------------------------------------
 
 

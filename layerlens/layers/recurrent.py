@@ -44,6 +44,28 @@ def inspect_rnn(module: nn.RNNBase, record: LayerRecord) -> Iterator[Check]:
         yield _final_state_check(module, record)
 
 
+def recurrent_in_model(module: nn.RNNBase, record: LayerRecord, root: LayerRecord) -> Iterator[Check]:
+    """`rnn_batch_axis`: a time-major layer (batch_first=False) whose time axis has the
+    model's batch size, on both the model's input and output, while what it reads as
+    the batch does not come back in the output: (B, T, F) data fed as (T, B, F)."""
+    if module.batch_first or record is root or not record.inputs or not root.inputs or not root.outputs:
+        return
+    shape, model_in, model_out = record.inputs[0].shape, root.inputs[0].shape, root.outputs[0].shape
+    if len(shape) != 3 or not model_in or not model_out or any(t.path == "0.batch_sizes" for t in record.inputs):
+        return
+    steps, batch = shape[0], shape[1]
+    if steps == batch or model_in[0] != steps or model_out[0] != steps:
+        return
+    if len(model_out) >= 3 and model_out[1] == batch:
+        return  # time-major in and out: (T, B, ...) throughout
+    yield Check(
+        "rnn_batch_axis", False, f"batch {steps}", f"batch {batch}",
+        f"batch_first=False reads the input {list(shape)} as {steps} time steps of a batch of {batch}, but the "
+        f"model's input {list(model_in)} and output {list(model_out)} have {steps} along dim 0: is the data "
+        "(batch, time, features)? pass batch_first=True, or feed (time, batch, features)",
+    )  # fmt: skip
+
+
 def _final_state_check(module: nn.RNNBase, record: LayerRecord) -> Check:
     m = record.measures
     diff, scale = float(m["final_diff"]), float(m["final_scale"])
@@ -302,5 +324,5 @@ def _hidden(inputs: tuple[np.ndarray | None, ...], r: LayerRecord) -> tuple[np.n
 
 FAMILIES = (
     LayerFamily("recurrent", (nn.RNN, nn.LSTM, nn.GRU), inspect=inspect_rnn, probe=Probe(_final_state),
-                expect=expect_rnn, reference=reference_rnn, color="#e0d4f7"),
+                expect=expect_rnn, reference=reference_rnn, in_model=recurrent_in_model, color="#e0d4f7"),
 )  # fmt: skip

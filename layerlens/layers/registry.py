@@ -87,6 +87,9 @@ class LayerFamily:
       non-zero inputs zeroed), `p`; floats or 0-d device tensors.
     - `mode_alert(module, model_training)`: a mode mistake worth an alert, as
       `(kind, sentence)`, e.g. a Dropout left in training mode during evaluation.
+    - `in_model(module, record, root)`: checks that need the whole model's
+      call (`root`, the model's own record), e.g. a recurrent layer reading
+      the batch axis as time when the model's inputs and outputs say otherwise.
     - `modal(module)`: whether this module computes differently in train and
       eval mode (a Dropout with p > 0, a BatchNorm with running statistics), so
       that a forgotten `model.eval()` or `model.train()` matters.
@@ -108,6 +111,7 @@ class LayerFamily:
     health: Health | None = None
     mode_alert: ModeAlert | None = None
     modal: Callable[..., bool] | None = None  # (module)
+    in_model: Inspector | None = None  # (module, record, root) -> checks
     during_trace: Callable[[], AbstractContextManager[Any]] | None = None
     index_limit: Callable[..., int | None] | None = None  # (module)
     color: str | None = None

@@ -59,6 +59,7 @@ class Watch:
         thresholds: Thresholds | None = None,
         jsonl: str | Path | None = None,
         options: TraceOptions | None = None,
+        trace_first: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"watch() expects an nn.Module, got {type(model).__name__}")
@@ -92,7 +93,9 @@ class Watch:
         self._mode_rules: list[tuple[str, nn.Module, Any]] = []
         if options is not None and not isinstance(options, TraceOptions):
             raise TypeError(f"options must be a layerlens.TraceOptions, got {type(options).__name__}")
-        self.options = options or TraceOptions(values=None)  # for the trace that explains a crash
+        self.options = options or TraceOptions()  # for the first step's trace and the one that explains a crash
+        self.trace_first = bool(trace_first)
+        self.first_trace: Any = None  # the Trace of the first training step's batch
         self._guard = Guard((WatchAlert, TraceError))
         self._mode_dependent: list[str] = []
         self._probe: training_checks.GradResetProbe | None = None
@@ -264,6 +267,8 @@ class Watch:
                              mode_checks.eval_forgotten_message(self._mode_dependent), self._rank))  # fmt: skip
             return None
         self._eval_checked = False
+        if self.trace_first and self.first_trace is None:
+            self._trace_first(module, args, kwargs)
         if not self._manual:
             self._begin_step()
         self._check_modes(True)
@@ -312,6 +317,22 @@ class Watch:
         module = param.rpartition(".")[0]
         self._keep(Alert("grad_not_reset", self.step_count, module, "", training_checks.grad_reset_message(param),
                          self._rank, param))  # fmt: skip
+
+    def _trace_first(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Trace the first training batch once (the model as it is, nothing changed):
+        its failed checks become alerts, as `trace` would report them."""
+        from ..tracing import trace
+
+        self.trace_first = False
+        try:
+            self.first_trace = trace(model, args, kwargs=kwargs, options=self.options)
+        except Exception:  # a forward that fails is explained when the real one fails
+            return
+        for r in self.first_trace:
+            for c in r.failures:
+                where = f"{r.label} ({r.type_name})"
+                self._keep(Alert("check", self.step_count + 1, r.name, r.type_name, f"{where}: {c.message}",
+                                 self._rank, c.name))  # fmt: skip
 
     def _explain_crash(self, model: nn.Module, raised: BaseException, args: tuple[Any, ...], kwargs: Any) -> None:
         """The watched forward raised: trace the same call for layerlens's message (the
@@ -426,6 +447,7 @@ def watch(
     thresholds: Thresholds | None = None,
     jsonl: str | Path | None = None,
     options: TraceOptions | None = None,
+    trace_first: bool = True,
 ) -> Watch:
     """Watch `model` while it trains: `with layerlens.watch(model, every=10, optimizer=opt) as w:`.
 
@@ -437,10 +459,12 @@ def watch(
     exploding or vanishing gradients, dead ReLU and saturated sigmoid/tanh
     layers, and mode mistakes; kinds in `raise_on` raise `WatchAlert`.
     `allow_inf` names layers whose -inf is on purpose (attention masks).
-    `jsonl` streams one line per sampled step. `options` (a `TraceOptions`)
-    are used for the trace that explains a forward that raised.
+    `jsonl` streams one line per sampled step. With `trace_first` (default) the
+    first training batch is traced once (`w.first_trace`): its failed checks
+    become `check` alerts. `options` (a `TraceOptions`) are used for that trace
+    and for the one that explains a forward that raised.
     """
-    return Watch(model, every, optimizer, raise_on, allow_inf, thresholds, jsonl, options)
+    return Watch(model, every, optimizer, raise_on, allow_inf, thresholds, jsonl, options, trace_first)
 
 
 def _rank() -> int:
