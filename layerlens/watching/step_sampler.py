@@ -75,6 +75,8 @@ class StepSampler:
     def start_forward(self) -> None:
         """Install the forward hook (global, filtered to the watched model) and,
         without an optimizer, the parameter-gradient hooks."""
+        if self._forward is not None or self._handles:  # already collecting (several forwards in one step)
+            return
         self._forward = torch_module.register_module_forward_hook(self._wrap(self._forward_hook))
         if self._hook_grads:
             for name, _, p in self._params:

@@ -60,6 +60,7 @@ class Watch:
         jsonl: str | Path | None = None,
         options: TraceOptions | None = None,
         trace_first: bool = True,
+        hook_optimizer: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"watch() expects an nn.Module, got {type(model).__name__}")
@@ -95,6 +96,7 @@ class Watch:
             raise TypeError(f"options must be a layerlens.TraceOptions, got {type(options).__name__}")
         self.options = options or TraceOptions()  # for the first step's trace and the one that explains a crash
         self.trace_first = bool(trace_first)
+        self._hook_optimizer = bool(hook_optimizer)  # False: the caller says when updates happen (a framework)
         self.first_trace: Any = None  # the Trace of the first training step's batch
         self._guard = Guard((WatchAlert, TraceError))
         self._mode_dependent: list[str] = []
@@ -124,11 +126,12 @@ class Watch:
         ]
         self._report_setup(setup_checks.unregistered_tensors(model))
         optimizer = self._optimizer() if self._optimizer is not None else None
-        if optimizer is not None:
+        if optimizer is not None and self._hook_optimizer:
             self._handles += [
                 optimizer.register_step_pre_hook(guard(self._on_optimizer_start)),
                 optimizer.register_step_post_hook(guard(self._on_optimizer_end)),
             ]
+        if optimizer is not None:
             self._report_setup(setup_checks.optimizer_gaps(model, optimizer))
             probe = training_checks.pick_probe(model, optimizer)
             if probe is not None:
@@ -176,7 +179,34 @@ class Watch:
                 "this watch is not attached: use `with layerlens.watch(model) as w:` or call w.attach() first"
             )
         self._manual = True
+        self._guard.wrap(self._manual_step)()
+
+    def _manual_step(self) -> None:
         self._begin_step()
+        if self._sampler is not None:  # collect every watched module's calls, whoever calls them
+            self._sampler.start_forward()
+
+    def before_update(self) -> None:
+        """For frameworks that run the forward inside `optimizer.step(closure)`
+        (Lightning): call after backward, before the update (`hook_optimizer=False`)."""
+        self._guard.wrap(self._on_optimizer_start)(None, (), {})
+
+    def after_update(self) -> None:
+        """... and after the update."""
+        self._guard.wrap(self._on_optimizer_end)(None, (), {})
+
+    def check_batch(self, *args: Any, **kwargs: Any) -> Any:
+        """Trace the model once on this batch (nothing about the model changes): its
+        failed checks become `check` alerts; returns the Trace (None if it could not run)."""
+        model = self._require_model()
+        self.first_trace = None
+        self._guard.wrap(self._trace_first)(model, args, kwargs)
+        return self.first_trace
+
+    @property
+    def sampling(self) -> bool:
+        """Whether the current step is a sampled one (worth a `log` that costs a device sync)."""
+        return self._sampler is not None
 
     def log(self, **values: float) -> None:
         """Attach numbers (loss, accuracy, ...) to the current step, for tables and plots."""
@@ -272,7 +302,7 @@ class Watch:
         if not self._manual:
             self._begin_step()
         self._check_modes(True)
-        if self._sampler is not None:
+        if self._sampler is not None and not self._manual:
             self._sampler.start_forward()
         return None
 
@@ -290,7 +320,7 @@ class Watch:
         raised = sys.exc_info()[1]
         if output is None and raised is not None and call is not None and not isinstance(raised, WatchAlert):
             self._explain_crash(module, raised, *call)
-        if self._sampler is not None:
+        if self._sampler is not None and not self._manual:
             self._sampler.end_forward()
         return None
 
@@ -448,6 +478,7 @@ def watch(
     jsonl: str | Path | None = None,
     options: TraceOptions | None = None,
     trace_first: bool = True,
+    hook_optimizer: bool = True,
 ) -> Watch:
     """Watch `model` while it trains: `with layerlens.watch(model, every=10, optimizer=opt) as w:`.
 
@@ -464,7 +495,7 @@ def watch(
     become `check` alerts. `options` (a `TraceOptions`) are used for that trace
     and for the one that explains a forward that raised.
     """
-    return Watch(model, every, optimizer, raise_on, allow_inf, thresholds, jsonl, options, trace_first)
+    return Watch(model, every, optimizer, raise_on, allow_inf, thresholds, jsonl, options, trace_first, hook_optimizer)
 
 
 def _rank() -> int:
