@@ -230,7 +230,8 @@ SAMPLE = 4096
 def as_numpy(t: torch.Tensor) -> np.ndarray | None:
     """A numpy view of a CPU float tensor (numpy's reductions cost a quarter of
     torch's per call there); None elsewhere."""
-    if t.device.type == "cpu" and t.dtype in _NUMPY_FLOATS and not t.is_neg() and t.layout == torch.strided:
+    plain = type(t) is torch.Tensor or type(t) is torch.nn.Parameter  # not a subclass (a DTensor has no numpy)
+    if plain and t.device.type == "cpu" and t.dtype in _NUMPY_FLOATS and not t.is_neg() and t.layout == torch.strided:
         return t.detach().numpy()
     return None
 

@@ -28,6 +28,7 @@ from ..tensor_capture import Capture
 from ..tensor_stats import SAMPLE, as_numpy
 from .guard import Guard
 from .health import LayerHealth, ParamHealth, StepRecord
+from .sharded import global_norms, is_distributed_tensor, local
 
 # Activations larger than SAMPLE get exact min/max/NaN/Inf and mean/std/zeros from a strided sample of
 # that many elements (see stats.cpu_stats): about 20 us instead of 50 for 65,536 floats here.
@@ -197,6 +198,7 @@ class StepSampler:
             if name in by_name:
                 ph.grad_norm, ph.grad_max, g = by_name[name]
                 if not (math.isfinite(ph.grad_norm) and math.isfinite(ph.grad_max)):
+                    g = local(g)  # a shard's counts, for a sharded gradient
                     ph.grad_nan, ph.grad_inf = int(torch.isnan(g).sum()), int(torch.isinf(g).sum())
             if name in old_index:
                 ph.weight_norm = weights[old_index[name]]
@@ -242,6 +244,8 @@ def _norms(tensors: list[torch.Tensor], both: bool = False) -> list[float] | tor
     """The 2-norm of every tensor (then, with `both`, the largest |value| of every
     tensor): floats from numpy on the CPU, else one float64 vector from one
     foreach call per norm."""
+    if any(is_distributed_tensor(t) for t in tensors):  # FSDP2 shards: reduced across ranks
+        return global_norms(tensors, both)
     arrays = [as_numpy(t) for t in tensors]
     if all(a is not None for a in arrays):
         with np.errstate(all="ignore"):
@@ -263,6 +267,8 @@ def _norm(a: np.ndarray) -> float:
 
 def _diff_norms(new: list[torch.Tensor], old: list[torch.Tensor]) -> list[float] | torch.Tensor:
     """||new - old|| for every pair."""
+    if any(is_distributed_tensor(t) for t in new):
+        return global_norms(_foreach(torch._foreach_sub, new, old))
     news, olds = [as_numpy(t) for t in new], [as_numpy(t) for t in old]
     if all(a is not None for a in news) and all(a is not None for a in olds):
         with np.errstate(all="ignore"):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .health import StepRecord
+from .sharded import local
 
 
 class GradResetProbe:
@@ -36,7 +37,7 @@ class GradResetProbe:
         if not first or self.steps == 0 or not self.wanted():
             return
         old = self.param.grad
-        if old is not None and bool(torch.count_nonzero(old.detach()) > 0):
+        if old is not None and bool(torch.count_nonzero(local(old).detach()) > 0):
             self.report(self.name)
 
     def remove(self) -> None:

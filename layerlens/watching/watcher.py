@@ -87,7 +87,8 @@ class Watch:
         self._handles: list[RemovableHandle] = []
         self._seen: set[tuple[str, str, str]] = set()
         self._manual = False
-        self._writer = JsonlWriter(Path(jsonl)) if jsonl is not None else None
+        # under torch.distributed, rank 0 writes the file (`gather()` brings every rank's steps)
+        self._writer = JsonlWriter(Path(jsonl)) if jsonl is not None and self._rank == 0 else None
         self._boards: list[Any] = []
         self._names: dict[int, str] = {}
         self._params: list[tuple[str, str, nn.Parameter]] = []
@@ -248,6 +249,8 @@ class Watch:
     def to_jsonl(self, path: str | Path) -> Path:
         """Write the sampled steps in memory to `path` and keep appending new ones."""
         history = self.history
+        if self._rank != 0:
+            return Path(path)
         self._writer = JsonlWriter(Path(path))
         for record in history:
             self._writer.write(record)
