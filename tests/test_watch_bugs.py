@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -367,3 +368,88 @@ def test_an_internal_error_becomes_one_warning_and_training_goes_on(monkeypatch:
     assert len(ours) == 1 and "stopped watching" in str(ours[0].message) and "KeyError" in str(ours[0].message)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), reference.parameters(), strict=True))
     assert w.alerts == []
+
+
+# -- origins, not symptoms -------------------------------------------------------------------------------
+
+
+class Blowup(nn.Module):
+    """log of its input: NaN as soon as an input goes negative (at the step the data say)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x)
+
+
+def _nan_at(step: int, every: int = 10, raise_on: tuple[str, ...] = ()) -> tuple[ll.Watch, nn.Module, list[Any]]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Softplus(), Blowup(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    before: list[Any] = []
+    with ll.watch(model, every=every, optimizer=opt, raise_on=raise_on) as w:
+        gen = torch.Generator().manual_seed(0)
+        for k in range(1, 16):
+            x = torch.randn(8, 4, generator=gen)
+            if k == step:
+                with torch.no_grad():
+                    model[1].beta = -1.0  # Softplus with a negative beta: negative outputs, log(-) = NaN
+            opt.zero_grad()
+            model(x).sum().backward()
+            before = [p.detach().clone() for p in model.parameters()]
+            opt.step()
+    return w, model, before
+
+
+def test_a_nan_between_sampled_steps_is_named_where_it_was_born() -> None:
+    w, _, _ = _nan_at(7)
+    assert [(a.kind, a.layer, a.step) for a in w.alerts] == [("nan", "2", 7)]
+    assert "not sampled" in w.alerts[0].message
+    effects = w.effects  # step 11 is sampled: every layer after is NaN now, and the gradients too
+    assert effects and all(e.caused_by.startswith("[step 7] nan: 2 (Blowup)") for e in effects)
+
+
+def test_a_nan_on_a_sampled_step_groups_its_backward_as_an_effect() -> None:
+    w, _, _ = _nan_at(11)
+    assert [(a.kind, a.layer) for a in w.alerts] == [("nan", "2")]
+    assert {e.kind for e in w.effects} <= {"nan", "nan_grad"}
+
+
+def test_raise_on_nan_between_samples_stops_before_the_update() -> None:
+    with pytest.raises(ll.watching.WatchAlert, match=r"step 7\] nan: 2 \(Blowup\)"):
+        _nan_at(7, raise_on=("nan",))
+
+
+def test_the_sentinel_is_silent_on_healthy_training() -> None:
+    w, _, _ = _nan_at(99)
+    assert w.alerts == [] and w.effects == []
+
+
+class _BadBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad * float("nan")  # a custom op whose backward is wrong
+
+
+class Flaky(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.on = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _BadBackward.apply(x) if self.on else x
+
+
+def test_a_nan_born_in_the_backward_between_samples() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), Flaky(), nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with ll.watch(model, every=10, optimizer=opt) as w:
+        for k in range(1, 9):
+            model[1].on = k == 5
+            opt.zero_grad()
+            model(torch.randn(8, 4)).sum().backward()
+            opt.step()
+    assert [(a.kind, a.layer, a.step) for a in w.alerts] == [("nan_grad", "0", 5)]  # the layer just before it

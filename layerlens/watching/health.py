@@ -80,10 +80,12 @@ class Alert:
     message: str
     rank: int = 0
     param: str = ""  # the parameter, for alerts about one
+    caused_by: str = ""  # for an effect of an earlier alert: that alert, in one line
 
     def __str__(self) -> str:
         where = f"rank {self.rank}, " if self.rank else ""
-        return f"[{where}step {self.step}] {self.kind}: {self.message}"
+        cause = f" (caused by: {self.caused_by})" if self.caused_by else ""
+        return f"[{where}step {self.step}] {self.kind}: {self.message}{cause}"
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import sys
 import weakref
 from collections.abc import Iterable
@@ -27,7 +28,7 @@ from ..errors import TraceError
 from ..in_trace import tracing_now
 from ..layers.registry import REGISTRY
 from ..options import TraceOptions
-from . import mode_checks, setup_checks, training_checks
+from . import mode_checks, nan_origin, setup_checks, training_checks
 from .alerts import KINDS, NOTES, Thresholds, step_alerts
 from .guard import Guard
 from .health import Alert, StepRecord
@@ -61,6 +62,7 @@ class Watch:
         options: TraceOptions | None = None,
         trace_first: bool = True,
         hook_optimizer: bool = True,
+        sentinel: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"watch() expects an nn.Module, got {type(model).__name__}")
@@ -98,6 +100,10 @@ class Watch:
         self.options = options or TraceOptions()  # for the first step's trace and the one that explains a crash
         self.trace_first = bool(trace_first)
         self._hook_optimizer = bool(hook_optimizer)  # False: the caller says when updates happen (a framework)
+        self._sentinel = bool(sentinel)  # check every step's gradients for NaN/Inf before the update
+        self._last_call: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # the latest training batch
+        self._origin: Alert | None = None  # the first NaN/Inf alert: what later ones are effects of
+        self._effects: list[Alert] = []
         self.first_trace: Any = None  # the Trace of the first training step's batch
         self._guard = Guard((WatchAlert, TraceError))
         self._mode_dependent: list[str] = []
@@ -151,6 +157,7 @@ class Watch:
             if self._probe is not None:
                 self._probe.remove()
                 self._probe = None
+            self._last_call = None
             if self._spy is not None:
                 self._spy.stop()
                 self._spy = None
@@ -240,6 +247,13 @@ class Watch:
         return list(self._alerts)
 
     @property
+    def effects(self) -> list[Alert]:
+        """Alerts that an earlier one caused (NaN reaching later layers, the backward,
+        later steps), each with `caused_by`; `alerts` keeps the origins."""
+        self._flush()
+        return list(self._effects)
+
+    @property
     def notes(self) -> list[Alert]:
         """Things worth knowing that are not trouble (a gradient zero by
         construction), once each."""
@@ -300,6 +314,7 @@ class Watch:
                              mode_checks.eval_forgotten_message(self._mode_dependent), self._rank))  # fmt: skip
             return None
         self._eval_checked = False
+        self._last_call = (args, kwargs)
         if self.trace_first and self.first_trace is None:
             self._trace_first(module, args, kwargs)
         if not self._manual:
@@ -337,7 +352,38 @@ class Watch:
         if self._sampler is not None and self._sampler.record is None:
             self._sampler.before_update()
             self._judge(self._sampler.resolve())
+        elif self._sentinel and self._sampler is None and self._origin is None and self._params:
+            self._check_finite()
         return None
+
+    def _check_finite(self) -> None:
+        if not nan_origin.grads_finite(self._params):
+            self._look_for_origin()
+
+    def _look_for_origin(self) -> None:
+        """An unsampled step's gradients are not finite: before the update lands, trace
+        its batch again (same weights) for the layer whose forward made NaN/Inf, else
+        name the layer nearest the output whose gradient did."""
+        from ..tracing import trace
+
+        model, call = self._model(), self._last_call
+        found = None
+        if model is not None and call is not None:
+            try:
+                found = nan_origin.forward_origin(trace(model, call[0], kwargs=call[1], values="stats"))
+            except Exception:  # a forward that raises now says nothing about where the NaN came from
+                found = None
+        note = f"found by the every-step check before step {self.step_count}'s update (the step was not sampled)"
+        if found is not None:
+            layer, type_name, why = found
+            where = f"{layer or '(root)'} ({type_name})"
+            self._keep(Alert("nan", self.step_count, layer, type_name, f"{where}: {why}; {note}", self._rank))
+            return
+        back = nan_origin.backward_origin(self._params, list(self._names.values()))
+        if back is not None:
+            layer, param = back
+            message = f"{layer}: the gradient of {param} is not finite while the layers after it have finite ones"
+            self._keep(Alert("nan_grad", self.step_count, layer, "", f"{message}; {note}", self._rank, param))
 
     def _on_optimizer_end(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._probe is not None:
@@ -450,6 +496,11 @@ class Watch:
         if alert.kind in NOTES:
             self._notes.append(alert)
             return
+        if alert.kind in nan_origin.FAMILY:
+            if self._origin is not None:  # NaN spreads: downstream layers, the backward, later steps
+                self._effects.append(dataclasses.replace(alert, caused_by=str(self._origin)))
+                return
+            self._origin = alert
         self._alerts.append(alert)
         if alert.kind in self.raise_on:
             raise WatchAlert(alert)
@@ -482,6 +533,7 @@ def watch(
     options: TraceOptions | None = None,
     trace_first: bool = True,
     hook_optimizer: bool = True,
+    sentinel: bool = True,
 ) -> Watch:
     """Watch `model` while it trains: `with layerlens.watch(model, every=10, optimizer=opt) as w:`.
 
@@ -498,7 +550,8 @@ def watch(
     become `check` alerts. `options` (a `TraceOptions`) are used for that trace
     and for the one that explains a forward that raised.
     """
-    return Watch(model, every, optimizer, raise_on, allow_inf, thresholds, jsonl, options, trace_first, hook_optimizer)
+    return Watch(model, every, optimizer, raise_on, allow_inf, thresholds, jsonl, options, trace_first, hook_optimizer,
+                 sentinel)  # fmt: skip
 
 
 def _rank() -> int:
