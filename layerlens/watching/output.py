@@ -7,6 +7,7 @@ import errno
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import tabulate as _tabulate
 
@@ -121,3 +122,19 @@ def _layer_names(history: list[StepRecord]) -> list[str]:
             if h.leaf:
                 names.setdefault(h.name)
     return list(names)
+
+
+def to_board(writer: Any, record: StepRecord) -> None:
+    """One sampled step to anything with `add_scalar` (a TensorBoard SummaryWriter)."""
+    for h in record.layers:
+        if h.output is not None:
+            writer.add_scalar(f"activation_std/{h.name or 'root'}", h.output.std, record.step)
+        if h.grad_norm is not None:
+            writer.add_scalar(f"output_grad_norm/{h.name or 'root'}", h.grad_norm, record.step)
+    for p in record.params:
+        if p.grad_norm is not None:
+            writer.add_scalar(f"param_grad_norm/{p.name}", p.grad_norm, record.step)
+        if p.update_ratio is not None:
+            writer.add_scalar(f"update_ratio/{p.name}", p.update_ratio, record.step)
+    for key, value in record.logs.items():
+        writer.add_scalar(f"log/{key}", value, record.step)

@@ -30,9 +30,10 @@ from ..layers.registry import REGISTRY
 from ..options import TraceOptions
 from . import mode_checks, nan_origin, setup_checks, training_checks
 from .alerts import KINDS, NOTES, Thresholds, step_alerts
+from .diagnoses import Diagnoses
 from .guard import Guard
 from .health import Alert, StepRecord
-from .output import JsonlWriter, render_table
+from .output import JsonlWriter, render_table, to_board
 from .step_sampler import StepSampler
 
 
@@ -47,7 +48,7 @@ class WatchAlert(RuntimeError):
 HISTORY = 1000  # sampled steps kept in memory (~3 KB each for a small model)
 
 
-class Watch:
+class Watch(Diagnoses):
     """Watches one model (see `watch`)."""
 
     def __init__(
@@ -276,7 +277,7 @@ class Watch:
         history = self.history
         self._boards.append(writer)
         for record in history:
-            _to_board(writer, record)
+            to_board(writer, record)
 
     def plot(self, path: str | Path) -> Path | None:
         """Logged values, per-layer gradient norms and activation std over steps, as
@@ -356,80 +357,12 @@ class Watch:
             self._check_finite()
         return None
 
-    def _check_finite(self) -> None:
-        if not nan_origin.grads_finite(self._params):
-            self._look_for_origin()
-
-    def _look_for_origin(self) -> None:
-        """An unsampled step's gradients are not finite: before the update lands, trace
-        its batch again (same weights) for the layer whose forward made NaN/Inf, else
-        name the layer nearest the output whose gradient did."""
-        from ..tracing import trace
-
-        model, call = self._model(), self._last_call
-        found = None
-        if model is not None and call is not None:
-            try:
-                found = nan_origin.forward_origin(trace(model, call[0], kwargs=call[1], values="stats"))
-            except Exception:  # a forward that raises now says nothing about where the NaN came from
-                found = None
-        note = f"found by the every-step check before step {self.step_count}'s update (the step was not sampled)"
-        if found is not None:
-            layer, type_name, why = found
-            where = f"{layer or '(root)'} ({type_name})"
-            self._keep(Alert("nan", self.step_count, layer, type_name, f"{where}: {why}; {note}", self._rank))
-            return
-        back = nan_origin.backward_origin(self._params, list(self._names.values()))
-        if back is not None:
-            layer, param = back
-            message = f"{layer}: the gradient of {param} is not finite while the layers after it have finite ones"
-            self._keep(Alert("nan_grad", self.step_count, layer, "", f"{message}; {note}", self._rank, param))
-
     def _on_optimizer_end(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._probe is not None:
             self._probe.stepped()
         if self._sampler is not None:
             self._sampler.after_update()
         return None
-
-    def _grads_not_reset(self, param: str) -> None:
-        module = param.rpartition(".")[0]
-        self._keep(Alert("grad_not_reset", self.step_count, module, "", training_checks.grad_reset_message(param),
-                         self._rank, param))  # fmt: skip
-
-    def _trace_first(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Trace the first training batch once (the model as it is, nothing changed):
-        its failed checks become alerts, as `trace` would report them."""
-        from ..tracing import trace
-
-        self.trace_first = False
-        try:
-            self.first_trace = trace(model, args, kwargs=kwargs, options=self.options)
-        except Exception:  # a forward that fails is explained when the real one fails
-            return
-        for r in self.first_trace:
-            for c in r.failures:
-                where = f"{r.label} ({r.type_name})"
-                self._keep(Alert("check", self.step_count + 1, r.name, r.type_name, f"{where}: {c.message}",
-                                 self._rank, c.name))  # fmt: skip
-
-    def _explain_crash(self, model: nn.Module, raised: BaseException, args: tuple[Any, ...], kwargs: Any) -> None:
-        """The watched forward raised: trace the same call for layerlens's message (the
-        layer, its input shapes, what it expected), as a note on the exception and an
-        alert; leaving `with watch(...)` raises it as a TraceError from the original."""
-        from ..tracing import trace
-
-        try:
-            trace(model, args, kwargs=kwargs, options=self.options)
-        except TraceError as err:
-            self._crash = (raised, err)
-            if hasattr(raised, "add_note"):
-                raised.add_note(f"layerlens: {err}")
-            where = err.record.name if err.record is not None else ""
-            kind = err.record.type_name if err.record is not None else type(model).__name__
-            self._alerts.append(Alert("crash", self.step_count, where, kind, str(err).splitlines()[0], self._rank))
-        except Exception:  # not reproducible by a trace: the user's own exception says it all
-            return
 
     # -- steps ----------------------------------------------------------------------
 
@@ -466,23 +399,9 @@ class Watch:
         if self._writer is not None:
             self._writer.write(record)
         for board in self._boards:
-            _to_board(board, record)
+            to_board(board, record)
         if not judged:
             self._judge(record)
-
-    def _check_updates(self, record: StepRecord) -> None:
-        model, optimizer = self._model(), self._optimizer() if self._optimizer is not None else None
-        if model is None or optimizer is None:
-            return
-        lrs = training_checks.learning_rates(model, optimizer)
-        for module, param, message in training_checks.not_updated(record, lrs, self._setup_flagged):
-            self._keep(Alert("not_updated", record.step, module, "", message, self._rank, param))
-
-    def _report_setup(self, found: Iterable[setup_checks.Found]) -> None:
-        for kind, layer, type_name, param, message in found:
-            self._setup_flagged.add(param)
-            where = f"{layer or '(root)'} ({type_name})" if type_name else layer or "(root)"
-            self._keep(Alert(kind, self.step_count, layer, type_name, f"{where}: {message}", self._rank, param))
 
     def _keep(self, alert: Alert) -> None:
         """An alert found outside a sampled step's judging (raised at once if in `raise_on`)."""
@@ -504,16 +423,6 @@ class Watch:
         self._alerts.append(alert)
         if alert.kind in self.raise_on:
             raise WatchAlert(alert)
-
-    def _check_modes(self, model_training: bool) -> None:
-        """Mode mistakes the layers' families know: a Dropout still training while
-        the model is evaluated, a BatchNorm frozen while it trains, ..."""
-        for name, m, rule in self._mode_rules:
-            found = rule(m, model_training)
-            if found is not None:
-                kind, message = found
-                self._raise_or_keep(Alert(kind, self.step_count, name, type(m).__name__,
-                                          f"{name} ({type(m).__name__}) {message}", self._rank))  # fmt: skip
 
     def _require_model(self) -> nn.Module:
         model = self._model()
@@ -558,18 +467,3 @@ def _rank() -> int:
     import torch.distributed as dist
 
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _to_board(writer: Any, record: StepRecord) -> None:
-    for h in record.layers:
-        if h.output is not None:
-            writer.add_scalar(f"activation_std/{h.name or 'root'}", h.output.std, record.step)
-        if h.grad_norm is not None:
-            writer.add_scalar(f"output_grad_norm/{h.name or 'root'}", h.grad_norm, record.step)
-    for p in record.params:
-        if p.grad_norm is not None:
-            writer.add_scalar(f"param_grad_norm/{p.name}", p.grad_norm, record.step)
-        if p.update_ratio is not None:
-            writer.add_scalar(f"update_ratio/{p.name}", p.update_ratio, record.step)
-    for key, value in record.logs.items():
-        writer.add_scalar(f"log/{key}", value, record.step)

@@ -1,0 +1,133 @@
+"""What `Watch` concludes outside a sampled step's numbers: the first batch's
+trace, a crash explained, NaN found between samples, updates that did not
+happen, setup mistakes and mode mistakes. A base of `Watch`, kept apart so that
+the watcher holds the hooks and steps and this holds the diagnoses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from torch import nn
+
+from ..errors import TraceError
+from ..options import TraceOptions
+from . import nan_origin, setup_checks, training_checks
+from .health import Alert, StepRecord
+
+
+class Diagnoses:
+    """The diagnosing half of `Watch` (see there for the attributes)."""
+
+    options: TraceOptions
+    trace_first: bool
+    first_trace: Any
+    step_count: int
+    _rank: int
+    _model: Callable[[], nn.Module | None]
+    _optimizer: Any
+    _params: list[tuple[str, str, nn.Parameter]]
+    _names: dict[int, str]
+    _mode_rules: list[tuple[str, nn.Module, Any]]
+    _last_call: tuple[tuple[Any, ...], dict[str, Any]] | None
+    _crash: tuple[BaseException, TraceError] | None
+    _alerts: list[Alert]
+    _setup_flagged: set[str]
+
+    def _keep(self, alert: Alert) -> None:
+        raise NotImplementedError
+
+    def _raise_or_keep(self, alert: Alert) -> None:
+        raise NotImplementedError
+
+    def _check_finite(self) -> None:
+        if not nan_origin.grads_finite(self._params):
+            self._look_for_origin()
+
+    def _look_for_origin(self) -> None:
+        """An unsampled step's gradients are not finite: before the update lands, trace
+        its batch again (same weights) for the layer whose forward made NaN/Inf, else
+        name the layer nearest the output whose gradient did."""
+        from ..tracing import trace
+
+        model, call = self._model(), self._last_call
+        found = None
+        if model is not None and call is not None:
+            try:
+                found = nan_origin.forward_origin(trace(model, call[0], kwargs=call[1], values="stats"))
+            except Exception:  # a forward that raises now says nothing about where the NaN came from
+                found = None
+        note = f"found by the every-step check before step {self.step_count}'s update (the step was not sampled)"
+        if found is not None:
+            layer, type_name, why = found
+            where = f"{layer or '(root)'} ({type_name})"
+            self._keep(Alert("nan", self.step_count, layer, type_name, f"{where}: {why}; {note}", self._rank))
+            return
+        back = nan_origin.backward_origin(self._params, list(self._names.values()))
+        if back is not None:
+            layer, param = back
+            message = f"{layer}: the gradient of {param} is not finite while the layers after it have finite ones"
+            self._keep(Alert("nan_grad", self.step_count, layer, "", f"{message}; {note}", self._rank, param))
+
+    def _grads_not_reset(self, param: str) -> None:
+        module = param.rpartition(".")[0]
+        self._keep(Alert("grad_not_reset", self.step_count, module, "", training_checks.grad_reset_message(param),
+                         self._rank, param))  # fmt: skip
+
+    def _trace_first(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Trace the first training batch once (the model as it is, nothing changed):
+        its failed checks become alerts, as `trace` would report them."""
+        from ..tracing import trace
+
+        self.trace_first = False
+        try:
+            self.first_trace = trace(model, args, kwargs=kwargs, options=self.options)
+        except Exception:  # a forward that fails is explained when the real one fails
+            return
+        for r in self.first_trace:
+            for c in r.failures:
+                where = f"{r.label} ({r.type_name})"
+                self._keep(Alert("check", self.step_count + 1, r.name, r.type_name, f"{where}: {c.message}",
+                                 self._rank, c.name))  # fmt: skip
+
+    def _explain_crash(self, model: nn.Module, raised: BaseException, args: tuple[Any, ...], kwargs: Any) -> None:
+        """The watched forward raised: trace the same call for layerlens's message (the
+        layer, its input shapes, what it expected), as a note on the exception and an
+        alert; leaving `with watch(...)` raises it as a TraceError from the original."""
+        from ..tracing import trace
+
+        try:
+            trace(model, args, kwargs=kwargs, options=self.options)
+        except TraceError as err:
+            self._crash = (raised, err)
+            if hasattr(raised, "add_note"):
+                raised.add_note(f"layerlens: {err}")
+            where = err.record.name if err.record is not None else ""
+            kind = err.record.type_name if err.record is not None else type(model).__name__
+            self._alerts.append(Alert("crash", self.step_count, where, kind, str(err).splitlines()[0], self._rank))
+        except Exception:  # not reproducible by a trace: the user's own exception says it all
+            return
+
+    def _check_updates(self, record: StepRecord) -> None:
+        model, optimizer = self._model(), self._optimizer() if self._optimizer is not None else None
+        if model is None or optimizer is None:
+            return
+        lrs = training_checks.learning_rates(model, optimizer)
+        for module, param, message in training_checks.not_updated(record, lrs, self._setup_flagged):
+            self._keep(Alert("not_updated", record.step, module, "", message, self._rank, param))
+
+    def _report_setup(self, found: Iterable[setup_checks.Found]) -> None:
+        for kind, layer, type_name, param, message in found:
+            self._setup_flagged.add(param)
+            where = f"{layer or '(root)'} ({type_name})" if type_name else layer or "(root)"
+            self._keep(Alert(kind, self.step_count, layer, type_name, f"{where}: {message}", self._rank, param))
+
+    def _check_modes(self, model_training: bool) -> None:
+        """Mode mistakes the layers' families know: a Dropout still training while
+        the model is evaluated, a BatchNorm frozen while it trains, ..."""
+        for name, m, rule in self._mode_rules:
+            found = rule(m, model_training)
+            if found is not None:
+                kind, message = found
+                self._raise_or_keep(Alert(kind, self.step_count, name, type(m).__name__,
+                                          f"{name} ({type(m).__name__}) {message}", self._rank))  # fmt: skip
