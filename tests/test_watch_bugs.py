@@ -453,3 +453,18 @@ def test_a_nan_born_in_the_backward_between_samples() -> None:
             model(torch.randn(8, 4)).sum().backward()
             opt.step()
     assert [(a.kind, a.layer, a.step) for a in w.alerts] == [("nan_grad", "0", 5)]  # the layer just before it
+
+
+def test_a_nan_loss_is_named_as_the_loss() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with ll.watch(model, every=10, optimizer=opt) as w:
+        for k in range(1, 6):
+            opt.zero_grad()
+            probs = torch.softmax(model(torch.randn(8, 4)), dim=1)
+            loss = -torch.log(probs - probs if k == 3 else probs).mean()  # a hand-written loss gone wrong
+            loss.backward()
+            opt.step()
+    assert [(a.kind, a.layer, a.step) for a in w.alerts] == [("nan_grad", "2", 3)]
+    assert "the loss (or its gradient)" in w.alerts[0].message

@@ -33,6 +33,8 @@ class Diagnoses:
     _crash: tuple[BaseException, TraceError] | None
     _alerts: list[Alert]
     _setup_flagged: set[str]
+    _watched: nn.Parameter | None
+    _bad_output: bool
 
     def _keep(self, alert: Alert) -> None:
         raise NotImplementedError
@@ -41,7 +43,8 @@ class Diagnoses:
         raise NotImplementedError
 
     def _check_finite(self) -> None:
-        if not nan_origin.grads_finite(self._params):
+        bad, self._bad_output = self._bad_output, False
+        if bad or not nan_origin.grad_finite(self._watched):
             self._look_for_origin()
 
     def _look_for_origin(self) -> None:
@@ -66,7 +69,11 @@ class Diagnoses:
         back = nan_origin.backward_origin(self._params, list(self._names.values()))
         if back is not None:
             layer, param = back
-            message = f"{layer}: the gradient of {param} is not finite while the layers after it have finite ones"
+            owners = {module for _, module, _ in self._params}
+            last = next((m for m in reversed(list(self._names.values())) if m in owners), None)
+            message = (f"{layer}: the gradient of {param} is not finite while the layers after it have finite ones"
+                       if layer != last else f"{layer}: the gradients are not finite from the last layer on, while its "
+                       "forward was finite: the loss (or its gradient) was NaN/Inf")  # fmt: skip
             self._keep(Alert("nan_grad", self.step_count, layer, "", f"{message}; {note}", self._rank, param))
 
     def _grads_not_reset(self, param: str) -> None:

@@ -6,22 +6,49 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..flatten import flatten
+from ..tensor_stats import as_numpy
 from .sharded import local
 
 FAMILY = ("nan", "nan_grad")  # alerts that a first NaN causes again and again downstream and later
 
 
-def grads_finite(params: list[tuple[str, str, nn.Parameter]]) -> bool:
-    """One fused norm over every gradient (per device and dtype), one host sync."""
-    groups: dict[tuple[Any, Any], list[torch.Tensor]] = {}
-    for _, _, p in params:
-        if p.grad is not None:
-            g = local(p.grad)
-            groups.setdefault((g.device, g.dtype), []).append(g)
-    return all(bool(torch.stack(torch._foreach_norm(tensors)).isfinite().all()) for tensors in groups.values())
+def sentinel_param(params: list[tuple[str, str, nn.Parameter]], small: int = 65536) -> nn.Parameter | None:
+    """The parameter the every-step check reads: the first trainable one (nearest the
+    input, so every NaN downstream or in the backward reaches its gradient) that is
+    small (a bias rather than an embedding table), else the smallest."""
+    trainable = [p for _, _, p in params if p.requires_grad]
+    if not trainable:
+        return None
+    return next((p for p in trainable if p.numel() <= small), min(trainable, key=lambda p: p.numel()))
+
+
+def grad_finite(p: nn.Parameter | None) -> bool:
+    """Whether `p`'s gradient is free of NaN/Inf: one small reduction, one host sync."""
+    g = p.grad if p is not None else None
+    return g is None or grad_finite_tensor(g)  # NaN or Inf anywhere makes the sum non-finite (or overflow: look)
+
+
+def output_finite(output: Any) -> bool:
+    """Whether the floating tensors a forward returned are free of NaN/Inf (a NaN born
+    in the forward reaches the output; one born in the backward reaches the first
+    layer's gradient, which `grad_finite` reads)."""
+    found: list[tuple[str, torch.Tensor]] = []
+    flatten(output, found, [])
+    return all(grad_finite_tensor(t) for _, t in found if t.is_floating_point())
+
+
+def grad_finite_tensor(t: torch.Tensor) -> bool:
+    t = local(t).detach()
+    a = as_numpy(t)
+    if a is not None:
+        with np.errstate(all="ignore"):
+            return bool(np.isfinite(a.sum()))
+    return bool(torch.isfinite(t.sum()))
 
 
 def forward_origin(trace: Any) -> tuple[str, str, str] | None:

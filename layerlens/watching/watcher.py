@@ -105,6 +105,8 @@ class Watch(Diagnoses):
         self._last_call: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # the latest training batch
         self._origin: Alert | None = None  # the first NaN/Inf alert: what later ones are effects of
         self._effects: list[Alert] = []
+        self._watched: nn.Parameter | None = None  # the parameter whose gradient the every-step check reads
+        self._bad_output = False  # an unsampled training forward returned NaN/Inf
         self.first_trace: Any = None  # the Trace of the first training step's batch
         self._guard = Guard((WatchAlert, TraceError))
         self._mode_dependent: list[str] = []
@@ -127,6 +129,7 @@ class Watch(Diagnoses):
         self._mode_rules = [(n, m, rule) for n, m in model.named_modules()
                             if (rule := REGISTRY.coverage(type(m)).hook("mode_alert")) is not None]  # fmt: skip
         self._mode_dependent = mode_checks.mode_dependent(model)
+        self._watched = nan_origin.sentinel_param(self._params)
         guard = self._guard.wrap
         self._handles = [
             model.register_forward_pre_hook(guard(self._on_forward_start), with_kwargs=True),
@@ -165,7 +168,7 @@ class Watch(Diagnoses):
             if self._sampler is not None:
                 self._sampler.resolve()
                 self._sampler = None
-            self._mode_rules, self._params, self._names = [], [], {}
+            self._mode_rules, self._params, self._names, self._watched = [], [], {}, None
 
     def __enter__(self) -> Watch:
         return self.attach()
@@ -339,6 +342,8 @@ class Watch(Diagnoses):
         raised = sys.exc_info()[1]
         if output is None and raised is not None and call is not None and not isinstance(raised, WatchAlert):
             self._explain_crash(module, raised, *call)
+        if self._sentinel and self._sampler is None and module.training and output is not None:
+            self._bad_output = self._bad_output or not nan_origin.output_finite(output)
         if self._sampler is not None and not self._manual:
             self._sampler.end_forward()
         return None
@@ -353,7 +358,7 @@ class Watch(Diagnoses):
         if self._sampler is not None and self._sampler.record is None:
             self._sampler.before_update()
             self._judge(self._sampler.resolve())
-        elif self._sentinel and self._sampler is None and self._origin is None and self._params:
+        elif self._sentinel and self._sampler is None and self._origin is None and self._watched is not None:
             self._check_finite()
         return None
 
