@@ -468,3 +468,13 @@ def test_a_nan_loss_is_named_as_the_loss() -> None:
             opt.step()
     assert [(a.kind, a.layer, a.step) for a in w.alerts] == [("nan_grad", "2", 3)]
     assert "the loss (or its gradient)" in w.alerts[0].message
+
+
+def test_watch_takes_the_shared_trace_options() -> None:
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ll.watch(model, every=5, optimizer=opt, options=ll.TraceOptions(values=None)) as w:
+        _fit(model, opt, steps=3)
+    assert w.first_trace is not None and w.first_trace[0].outputs[0].stats is None  # values=None: shapes only
+    with pytest.raises(TypeError, match="TraceOptions"):
+        ll.watch(model, options={"values": None})  # type: ignore[arg-type]
