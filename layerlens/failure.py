@@ -5,6 +5,7 @@ layer that did complete."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -65,6 +66,7 @@ def failure_message(
     expected: str | None,
     last_done: LayerRecord | None,
     hint: str | None = None,
+    culprit: LayerRecord | None = None,
 ) -> str:
     """The multi-line TraceError message."""
     where = f"'{record.name}'" if record.name else "the model's own forward"
@@ -73,12 +75,47 @@ def failure_message(
     lines.append(f"  inputs: {shapes}")
     if expected:
         lines.append(f"  expected: {expected}")
+    if culprit is not None:
+        changed = culprit.details.get("changed", "")
+        lines.append(f"  the mismatch comes from: '{culprit.label}' ({culprit.type_name}) changed {changed}")
     if last_done is not None:
         outs = ", ".join(t.describe() for t in last_done.outputs) or "no tensors"
         lines.append(f"  last completed layer: '{last_done.label}' ({last_done.type_name}) -> {outs}")
     if hint:
         lines.append(f"  hint: {hint}")
     return "\n".join(lines)
+
+
+_MISMATCH = re.compile(
+    r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\) at non-singleton dimension (\d+)"
+)
+
+
+def size_culprit(records: list[LayerRecord], k: int, error: BaseException) -> LayerRecord | None:
+    """For "the size of tensor a (33) must match ... b (32) at dimension 2" raised by a
+    container's own code (a residual `+`): the layer inside it that changed that
+    dimension from one size to the other, with its own check saying why."""
+    found = _MISMATCH.search(first_line(error))
+    if found is None:
+        return None
+    a, b, dim = (int(g) for g in found.groups())
+    inside = {k}
+    culprit = None
+    for i in range(k + 1, len(records)):
+        r = records[i]
+        if r.parent not in inside:
+            continue
+        inside.add(i)
+        if not r.inputs or not r.outputs:
+            continue
+        src, out = r.inputs[0].shape, r.outputs[0].shape
+        if len(src) == len(out) > dim and {src[dim], out[dim]} == {a, b}:
+            culprit = r
+    if culprit is not None:
+        before, after = culprit.inputs[0].shape[dim], culprit.outputs[0].shape[dim]
+        why = next((c.message for c in culprit.checks if c.ok), "")
+        culprit.details["changed"] = f"dimension {dim} from {before} to {after}" + (f": {why}" if why else "")
+    return culprit
 
 
 def first_line(error: BaseException) -> str:

@@ -25,7 +25,7 @@ from typing_extensions import Unpack
 from ._version import __version__
 from .data_flow import Flow, OpCapture
 from .errors import LayerlensWarning, TraceError
-from .failure import expected_by, failure_message, input_hint
+from .failure import expected_by, failure_message, input_hint, size_culprit
 from .in_trace import running_trace
 from .inputs import positional_inputs
 from .layers.registry import REGISTRY
@@ -285,7 +285,10 @@ def _trace_error(partial: Trace, recorder: Recorder, error: Exception, hint: str
         record.details["expected"] = expected
     after = recorder.after.get(k)
     last = partial.records[after] if after is not None else None
-    partial.error = failure_message(record, error, expected, last, hint)
+    culprit = size_culprit(partial.records, k, error)
+    if culprit is not None:
+        record.details["culprit"] = culprit.name
+    partial.error = failure_message(record, error, expected, last, hint, culprit)
     return TraceError(partial.error, partial, record)
 
 

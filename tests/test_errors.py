@@ -182,3 +182,20 @@ def test_broken_custom_inspector_becomes_a_warning_not_a_crash() -> None:
     with pytest.warns(ll.LayerlensWarning, match=r"inspector .*bad failed on Thing"):
         t = ll.trace(Thing(), torch.ones(2), inspectors={Thing: bad})
     assert len(t) == 1
+
+
+def test_a_size_mismatch_names_the_layer_that_changed_the_size() -> None:
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(8, 8, 4, padding=2)  # 32 -> 33
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.conv(x)
+
+    with pytest.raises(ll.TraceError) as info:
+        ll.trace(nn.Sequential(Block()), torch.randn(2, 8, 32))
+    assert "forward failed in '0' (Block)" in str(info.value)  # where it raised, as before
+    assert "the mismatch comes from: '0.conv' (Conv1d) changed dimension 2 from 32 to 33" in str(info.value)
+    assert "= 33, got 33" in str(info.value)  # with the conv's own length formula
+    assert info.value.record is not None and info.value.record.details["culprit"] == "0.conv"

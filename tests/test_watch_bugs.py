@@ -478,3 +478,39 @@ def test_watch_takes_the_shared_trace_options() -> None:
     assert w.first_trace is not None and w.first_trace[0].outputs[0].stats is None  # values=None: shapes only
     with pytest.raises(TypeError, match="TraceOptions"):
         ll.watch(model, options={"values": None})  # type: ignore[arg-type]
+
+
+class Residual(nn.Module):
+    def __init__(self, kernel: int, padding: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(8, 8, 3, padding=1)
+        self.conv2 = nn.Conv1d(8, 8, kernel, padding=padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.conv2(torch.relu(self.conv1(x))))
+
+
+def _residual_run(kernel: int, padding: int) -> tuple[ll.Watch, BaseException | None]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 8, 1), Residual(kernel, padding), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+                          nn.Linear(8, 1))  # fmt: skip
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    raised = None
+    try:
+        with ll.watch(model, optimizer=opt) as w:
+            for _ in range(3):
+                opt.zero_grad()
+                model(torch.randn(2, 4, 32)).sum().backward()
+                opt.step()
+    except ll.TraceError as exc:
+        raised = exc
+    return w, raised
+
+
+def test_a_size_mismatch_in_a_residual_names_the_conv_that_changed_the_length() -> None:
+    w, raised = _residual_run(kernel=4, padding=2)  # L: 32 + 4 - 3 = 33
+    assert raised is not None
+    assert "the mismatch comes from: '1.conv2' (Conv1d) changed dimension 2 from 32 to 33" in str(raised)
+    assert [(a.kind, a.layer) for a in w.alerts] == [("crash", "1.conv2")]
+    healthy, ok = _residual_run(kernel=3, padding=1)
+    assert ok is None and healthy.alerts == []

@@ -109,9 +109,16 @@ class Diagnoses:
             self._crash = (raised, err)
             if hasattr(raised, "add_note"):
                 raised.add_note(f"layerlens: {err}")
-            where = err.record.name if err.record is not None else ""
-            kind = err.record.type_name if err.record is not None else type(model).__name__
-            self._alerts.append(Alert("crash", self.step_count, where, kind, str(err).splitlines()[0], self._rank))
+            record = err.record
+            where = record.name if record is not None else ""
+            kind = record.type_name if record is not None else type(model).__name__
+            message = str(err).splitlines()[0]
+            named = record.details.get("culprit") if record is not None else None
+            culprit = err.trace[named] if named is not None else None
+            if culprit is not None:  # a size mismatch in a block's own code: the layer that changed the size
+                where, kind = culprit.name, culprit.type_name
+                message = f"{culprit.label} ({kind}) changed {culprit.details.get('changed', '')}; so {message}"
+            self._alerts.append(Alert("crash", self.step_count, where, kind, message, self._rank))
         except Exception:  # not reproducible by a trace: the user's own exception says it all
             return
 
