@@ -20,6 +20,9 @@ NOTES = ("zero_grad_by_construction",)
 # zero up to rounding: zero by construction (an attention key bias: softmax ignores a
 # shift shared by all keys), not vanishing.
 _ROUNDING = 1e-6
+# Vanishing means far smaller than the gradients elsewhere in the model (the early layers
+# of a deep sigmoid stack), not small everywhere (a loss averaged over many elements).
+_VANISHED = 1e-4
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class Thresholds:
 
     explode: float = 1e3  # a parameter's gradient norm above this
     vanish: float = 1e-8  # ... below this (and not exactly zero: unused parameters are not alerts)
-    dead: float = 0.5  # fraction of ReLU units zero for every sample
+    dead: float = 0.9  # fraction of ReLU units zero for every sample (random-init ResNets reach 50-80% on tiny batches)
     saturated: float = 0.5  # fraction of a hidden sigmoid/tanh layer's outputs within 1% of their bounds
     saturated_output: float = 0.9  # ... of the model's last layer (a confident classifier's sigmoid is saturated)
 
@@ -41,6 +44,7 @@ def step_alerts(record: StepRecord, limits: Thresholds, allow_inf: frozenset[str
     for p in record.params:
         if p.grad_norm is not None and math.isfinite(p.grad_norm):
             largest[p.module] = max(largest.get(p.module, 0.0), p.grad_norm)
+    strongest = max(largest.values(), default=0.0)  # a small loss scales every gradient down alike: not vanishing
     for p in record.params:
         if p.grad_norm is None:
             continue
@@ -53,9 +57,10 @@ def step_alerts(record: StepRecord, limits: Thresholds, allow_inf: frozenset[str
                          f"other parameters get {largest[p.module]:.3g}: its output does not depend on it (a key "
                          "bias before a softmax over keys, a parameter a later normalisation cancels)",
                          param=p.name)  # fmt: skip
-        elif 0 < p.grad_norm < limits.vanish:
-            yield _alert(record, "vanishing_grad", p.module, "", f"gradient norm of {p.name} is {p.grad_norm:.3g} "
-                         f"(< {limits.vanish:g})", param=p.name)  # fmt: skip
+        elif 0 < p.grad_norm < limits.vanish and p.grad_norm < _VANISHED * strongest:
+            message = (f"gradient norm of {p.name} is {p.grad_norm:.3g} (< {limits.vanish:g}), "
+                       f"the model's largest {strongest:.3g}")  # fmt: skip
+            yield _alert(record, "vanishing_grad", p.module, "", message, param=p.name)
     last = _output_layer(record)
     for h in record.layers:
         if h.dead_fraction is not None and h.dead_fraction >= limits.dead:
