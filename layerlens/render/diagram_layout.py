@@ -119,7 +119,8 @@ class _Builder:
         for i, r in enumerate(records):
             up = self.owner[r.parent] if r.parent is not None else None
             self.owner.append(up if up is not None else (None if self.expanded[i] else i))
-        self.bookkeeping = set() if bookkeeping else _bookkeeping_ops(records, ops, edges)
+        self.fed_by = _fed_by(edges)  # op index -> the edges into it
+        self.bookkeeping = set() if bookkeeping else _bookkeeping_ops(records, ops, self.fed_by)
         self.hidden = self.bookkeeping | self.stand.plumbing
         root = records[0] if records else None  # model inputs and outputs, by path -> node id
         self.inputs = {t.path: f"in{k}" for k, t in enumerate(root.inputs if root else ())}
@@ -194,7 +195,7 @@ class _Builder:
     def _edges(self, view: View) -> list[DrawnEdge]:
         seen: set[DrawnEdge] = set()
         drawn: list[DrawnEdge] = []
-        sources = _mask_sources(self.recorded, self.bookkeeping)
+        sources = _mask_sources(self.fed_by, self.bookkeeping)
         for e in self.recorded:
             if self.stand.apart(self._membership(e.src), self._membership(e.dst)):
                 continue  # from one repeated block to the next: drawn once, as one block
@@ -248,16 +249,20 @@ def _span(title: str, names: list[str]) -> str:
     return title
 
 
-def _bookkeeping_ops(records: list[LayerRecord], ops: list[OpRecord], edges: list[Edge]) -> set[int]:
+def _fed_by(edges: list[Edge]) -> dict[int, list[Edge]]:
+    fed_by: dict[int, list[Edge]] = {}
+    for e in edges:
+        if e.dst.kind == "op":
+            fed_by.setdefault(e.dst.index, []).append(e)
+    return fed_by
+
+
+def _bookkeeping_ops(records: list[LayerRecord], ops: list[OpRecord], fed_by: dict[int, list[Edge]]) -> set[int]:
     """Ops no activation flows through: fed only by non-float model inputs, constants
     and other such ops (an attention mask's `expand`, position ids' `arange`). An op
     that combines such a tensor with a weight of its own (`F.embedding(ids, self.W)`)
     computes activations: a float input that no edge brings is a parameter or buffer."""
     float_inputs = {t.path for t in (records[0].inputs if records else ()) if _floating(t.dtype)}
-    fed_by: dict[int, list[Edge]] = {}
-    for e in edges:
-        if e.dst.kind == "op":
-            fed_by.setdefault(e.dst.index, []).append(e)
     data: set[int] = set()
     for o in ops:  # in run order: an op's sources ran before it
         fed = fed_by.get(o.index, [])
@@ -276,16 +281,12 @@ def _op_in(end: NodeRef, ops: set[int]) -> bool:
     return end.kind == "op" and end.index in ops
 
 
-def _mask_sources(edges: list[Edge], bookkeeping: set[int]) -> dict[int, set[NodeRef]]:
+def _mask_sources(fed_by: dict[int, list[Edge]], bookkeeping: set[int]) -> dict[int, set[NodeRef]]:
     """For each bookkeeping op, the model inputs it was computed from."""
-    fed_by: dict[int, list[NodeRef]] = {}
-    for e in edges:
-        if _op_in(e.dst, bookkeeping):
-            fed_by.setdefault(e.dst.index, []).append(e.src)
     sources: dict[int, set[NodeRef]] = {}
     for j in sorted(bookkeeping):  # in run order: an op's sources ran before it
         got = sources.setdefault(j, set())
-        for src in fed_by.get(j, ()):
+        for src in (e.src for e in fed_by.get(j, ())):
             if src.kind == "input":
                 got.add(src)
             elif _op_in(src, bookkeeping):

@@ -21,6 +21,7 @@ from ..records import LayerRecord
 from ..trace_data import TraceData
 from .diagram_layout import Cluster, Node, View, build_view
 from .facts import key_facts
+from .table import check_depth
 
 # Above this many nodes a diagram stops being readable: suggest depth= or roll=.
 LARGE = 400
@@ -49,8 +50,7 @@ def to_digraph(trace: TraceData, depth: int | None = None, **drawing: Unpack[Dra
     rankdir = drawing.get("rankdir", "TB")
     if rankdir not in ("TB", "LR", "BT", "RL"):
         raise ValueError(f"rankdir must be 'TB', 'LR', 'BT' or 'RL', got {rankdir!r}")
-    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-        raise ValueError(f"depth must be an int >= 0 or None, got {depth!r}")
+    check_depth(depth)
     unknown = set(drawing) - set(DrawOptions.__annotations__)
     if unknown:
         known = ", ".join(DrawOptions.__annotations__)

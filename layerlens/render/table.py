@@ -89,8 +89,7 @@ class TableCells:
 def table_cells(trace: TraceData, columns: Sequence[str] | None = None, depth: int | None = None) -> TableCells:
     """The cells of `Trace.table()`, for renderers that build tables of their own (Sphinx, MkDocs)."""
     cols = _check_columns(columns)
-    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-        raise ValueError(f"depth must be an int >= 0 or None, got {depth!r}")
+    check_depth(depth)
     shown = [i for i, r in enumerate(trace.records) if depth is None or r.depth <= depth]
     names = _tree_names(trace.records, shown)
     rows = [[names[k] if c == "layer" else _COLUMNS[c][1](trace.records[i]) for c in cols] for k, i in enumerate(shown)]
@@ -116,6 +115,12 @@ def render_table(
 
 
 _HTML = ("html", "unsafehtml")
+
+
+def check_depth(depth: object) -> None:
+    """A ValueError unless `depth` is None or an int >= 0 (tables and diagrams)."""
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+        raise ValueError(f"depth must be an int >= 0 or None, got {depth!r}")
 
 
 def check_format(fmt: str) -> None:

@@ -5,7 +5,7 @@ layers, saturated sigmoid/tanh layers."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .health import Alert, StepRecord
@@ -77,24 +77,40 @@ def _output_layer(record: StepRecord) -> object:
     return next((h for h in reversed(record.layers) if h.leaf), None)
 
 
-def _nan_forward(record: StepRecord, allow_inf: frozenset[str]) -> Iterator[Alert]:
-    """The first leaf layer whose output is not finite while its inputs were; if
-    none, the first container (its own code between submodules did it)."""
+@dataclass(frozen=True)
+class Produced:
+    """One call's finiteness, from a sampled step or from a trace: what `first_producer` reads."""
+
+    name: str
+    type_name: str
+    leaf: bool
+    nan: int
+    inf: int
+    inputs_finite: bool
+
+
+def first_producer(calls: Iterable[Produced], allow_inf: frozenset[str]) -> tuple[str, str, str] | None:
+    """(layer, type, why) of the first leaf call whose output is not finite while its
+    inputs were; if none, the first container (its own code between submodules did
+    it); if none, the model's input itself. -inf from layers in `allow_inf` is meant."""
+    calls = list(calls)
     for leaf in (True, False):
-        for h in record.layers:
-            out = h.output
-            if out is None or not h.inputs_finite or h.leaf is not leaf:
-                continue
-            if out.nan_count or (out.inf_count and h.name not in allow_inf):
-                yield _alert(record, "nan", h.name, h.type_name,
-                             f"output has {out.nan_count} NaN and {out.inf_count} Inf values while its inputs "
-                             "were finite")  # fmt: skip
-                return
-    root = next((h for h in record.layers if h.name == ""), None)
+        for c in calls:
+            if c.leaf is leaf and c.inputs_finite and (c.nan or (c.inf and c.name not in allow_inf)):
+                why = f"output has {c.nan} NaN and {c.inf} Inf values while its inputs were finite"
+                return c.name, c.type_name, why
+    root = next((c for c in calls if c.name == ""), None)
     if root is not None and not root.inputs_finite:
-        yield _alert(
-            record, "nan", "", root.type_name, "the model's input has NaN or Inf values: it came with the data"
-        )
+        return "", root.type_name, "the model's input has NaN or Inf values: it came with the data"
+    return None
+
+
+def _nan_forward(record: StepRecord, allow_inf: frozenset[str]) -> Iterator[Alert]:
+    calls = (Produced(h.name, h.type_name, h.leaf, h.output.nan_count if h.output else 0,
+                      h.output.inf_count if h.output else 0, h.inputs_finite) for h in record.layers)  # fmt: skip
+    found = first_producer(calls, allow_inf)
+    if found is not None:
+        yield _alert(record, "nan", *found)
 
 
 def _nan_backward(record: StepRecord) -> Iterator[Alert]:

@@ -20,6 +20,7 @@ class Diagnoses:
     """The diagnosing half of `Watch` (see there for the attributes)."""
 
     options: TraceOptions
+    allow_inf: frozenset[str]
     trace_first: bool
     first_trace: Any
     step_count: int
@@ -39,9 +40,6 @@ class Diagnoses:
     def _keep(self, alert: Alert) -> None:
         raise NotImplementedError
 
-    def _raise_or_keep(self, alert: Alert) -> None:
-        raise NotImplementedError
-
     def _check_finite(self) -> None:
         bad, self._bad_output = self._bad_output, False
         if bad or not nan_origin.grad_finite(self._watched):
@@ -57,7 +55,7 @@ class Diagnoses:
         found = None
         if model is not None and call is not None:
             try:
-                found = nan_origin.forward_origin(trace(model, call[0], kwargs=call[1], values="stats"))
+                found = nan_origin.forward_origin(trace(model, call[0], kwargs=call[1], values="stats"), self.allow_inf)
             except Exception:  # a forward that raises now says nothing about where the NaN came from
                 found = None
         note = f"found by the every-step check before step {self.step_count}'s update (the step was not sampled)"
@@ -143,5 +141,5 @@ class Diagnoses:
             found = rule(m, model_training)
             if found is not None:
                 kind, message = found
-                self._raise_or_keep(Alert(kind, self.step_count, name, type(m).__name__,
+                self._keep(Alert(kind, self.step_count, name, type(m).__name__,
                                           f"{name} ({type(m).__name__}) {message}", self._rank))  # fmt: skip

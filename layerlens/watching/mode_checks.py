@@ -14,6 +14,7 @@ from torch.nn.modules import module as torch_module
 from torch.overrides import TorchFunctionMode
 
 from ..layers.registry import REGISTRY
+from .setup_checks import listed
 
 # functional dropouts: (function, index of the probability, index of the training flag, its default)
 _DROPOUTS: dict[Any, tuple[int, int, bool]] = {
@@ -44,7 +45,7 @@ def mode_dependent(model: nn.Module) -> list[str]:
 def eval_forgotten_message(layers: list[str]) -> str:
     return (
         "a forward under torch.no_grad() with the model in training mode, so it was not counted as a training "
-        f"step: {_few(layers)} compute as in training (dropout drops, batch norm updates its running statistics) "
+        f"step: {listed(layers)} compute as in training (dropout drops, batch norm updates its running statistics) "
         "during what looks like evaluation; call model.eval() before evaluating (and model.train() after)"
     )
 
@@ -52,14 +53,9 @@ def eval_forgotten_message(layers: list[str]) -> str:
 def train_forgotten_message(layers: list[str]) -> str:
     return (
         "optimizer.step() while the model is in eval mode: was model.train() not called after evaluation? "
-        f"{_few(layers)} train in eval mode (no dropout, frozen batch norm statistics), and watch sees no "
+        f"{listed(layers)} train in eval mode (no dropout, frozen batch norm statistics), and watch sees no "
         "training steps"
     )
-
-
-def _few(names: list[str]) -> str:
-    shown = ", ".join(n or "(root)" for n in names[:3])
-    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 class EvalModeSpy(TorchFunctionMode):

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..flatten import flatten
 from ..tensor_stats import as_numpy
+from .alerts import Produced, first_producer
 from .sharded import local
 
 FAMILY = ("nan", "nan_grad")  # alerts that a first NaN causes again and again downstream and later
@@ -51,22 +52,14 @@ def grad_finite_tensor(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t.sum()))
 
 
-def forward_origin(trace: Any) -> tuple[str, str, str] | None:
-    """(layer, type, message) of the first leaf call whose output is not finite while
-    its inputs were, in the trace of the step's batch (then containers, whose own code
-    ran between submodules; then the model's input itself)."""
+def forward_origin(trace: Any, allow_inf: frozenset[str]) -> tuple[str, str, str] | None:
+    """`first_producer` over the trace of the step's batch."""
     records = list(trace)
     parents = {r.parent for r in records if r.parent is not None}
-    for leaf in (True, False):
-        for i, r in enumerate(records):
-            if (i not in parents) is not leaf:
-                continue
-            bad_out = sum(_bad(t) for t in r.outputs)
-            if bad_out and not any(_bad(t) for t in r.inputs):
-                return r.name, r.type_name, f"its output has {bad_out} non-finite values while its inputs were finite"
-    if records and any(_bad(t) for t in records[0].inputs):
-        return "", records[0].type_name, "the model's input has NaN or Inf values: it came with the data"
-    return None
+    calls = (Produced(r.name, r.type_name, i not in parents, _count(r.outputs, "nan_count"),
+                      _count(r.outputs, "inf_count"), not _count(r.inputs, "nan_count", "inf_count"))
+             for i, r in enumerate(records))  # fmt: skip
+    return first_producer(calls, allow_inf)
 
 
 def backward_origin(params: list[tuple[str, str, nn.Parameter]], order: list[str]) -> tuple[str, str] | None:
@@ -80,6 +73,5 @@ def backward_origin(params: list[tuple[str, str, nn.Parameter]], order: list[str
     return (ranked[-1], bad[ranked[-1]]) if ranked else None
 
 
-def _bad(t: Any) -> int:
-    s = t.stats
-    return 0 if s is None else int(s.nan_count) + int(s.inf_count)
+def _count(infos: Any, *fields: str) -> int:
+    return sum(int(getattr(t.stats, f)) for t in infos if t.stats is not None for f in fields)

@@ -31,13 +31,13 @@ def optimizer_gaps(model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterat
             frozen.setdefault(module, []).append(name)
     for module, names in missing.items():
         yield ("not_in_optimizer", module, types.get(module, ""), names[0],
-               f"{_listed(names)} {'is' if len(names) == 1 else 'are'} trainable but not in the optimizer's "
+               f"{listed(names)} {'is' if len(names) == 1 else 'are'} trainable but not in the optimizer's "
                "param groups: they never change (was the layer replaced after the optimizer was built? build "
                "the optimizer last, or add them with optimizer.add_param_group)")  # fmt: skip
     for module, names in frozen.items():
         has, are = ("has", "is") if len(names) == 1 else ("have", "are")
         message = (
-            f"{_listed(names)} {has} requires_grad=False but {are} in the optimizer: the layer is frozen, "
+            f"{listed(names)} {has} requires_grad=False but {are} in the optimizer: the layer is frozen, "
             "so it never trains (set requires_grad=True, or leave it out of the optimizer if freezing is meant)"
         )
         yield ("frozen", module, types.get(module, ""), names[0], message)
@@ -75,5 +75,7 @@ def _tensors_in(attr: str, value: Any) -> Iterator[tuple[str, torch.Tensor]]:
                 yield f"{attr}[{k!r}]", v
 
 
-def _listed(names: list[str]) -> str:
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+def listed(names: list[str]) -> str:
+    """The first three names (the root as `(root)`) and how many more."""
+    shown = ", ".join(n or "(root)" for n in names[:3])
+    return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")

@@ -390,7 +390,7 @@ class Watch(Diagnoses):
         record.alerts = [a for a in found if a.kind not in NOTES]
         self._history.append(record)
         for alert in found:
-            self._raise_or_keep(alert)
+            self._keep(alert)
 
     def _flush(self) -> None:
         """Close the pending sampled step: numbers to the host, alerts, outputs."""
@@ -409,10 +409,8 @@ class Watch(Diagnoses):
             self._judge(record)
 
     def _keep(self, alert: Alert) -> None:
-        """An alert found outside a sampled step's judging (raised at once if in `raise_on`)."""
-        self._raise_or_keep(alert)
-
-    def _raise_or_keep(self, alert: Alert) -> None:
+        """Keep an alert once per (kind, layer, parameter): a note, an effect of an earlier
+        NaN, or an alert, raised at once if its kind is in `raise_on`."""
         key = (alert.kind, alert.layer, alert.param)
         if key in self._seen:
             return
