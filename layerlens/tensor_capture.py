@@ -78,6 +78,11 @@ class _Pending(_Staged):
 Stats = TensorStats | _Staged | None
 
 
+def resolved(stats: Stats) -> TensorStats | None:
+    """The numbers behind a `Stats` handle (after `finalize`)."""
+    return stats.stats if isinstance(stats, _Staged) else stats
+
+
 class Capture:
     """Captures tensors for one trace; call `finalize` once the forward is over."""
 
@@ -113,6 +118,14 @@ class Capture:
             value = self._copy(t, where) if self.values == "full" else None
             seen = self._remember(t, self._launch_stats(t), value)
         return (path, shape, t.dtype, t.device, t.requires_grad, seen[2], seen[3])
+
+    def stats(self, t: torch.Tensor) -> Stats:
+        """Only `t`'s statistics (a `_Staged` handle until `finalize`), deduplicated
+        as in `take`: for watch, which keeps numbers, not tensor descriptions."""
+        seen = self._seen.get(id(t))
+        if seen is None or seen[0]() is not t or seen[1] != t._version:
+            seen = self._remember(t, self._launch_stats(t), None)
+        return seen[2]  # type: ignore[no-any-return]
 
     def tensor(self, path: str, t: torch.Tensor, where: str) -> TensorInfo:
         """One tensor as a `TensorInfo` at once (statistics still pending on a device
@@ -159,6 +172,11 @@ class Capture:
         return Deferred(len(self._deferred) - 1)
 
     # -- after the forward ----------------------------------------------------
+
+    def flush_batch(self) -> None:
+        """Reduce the small tensors staged so far (their handles' `stats` are set)."""
+        if self._batch is not None:
+            self._batch.flush()
 
     def finalize(self) -> None:
         """Move every deferred result to the host at once and fill in the stats."""

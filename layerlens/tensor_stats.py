@@ -99,7 +99,7 @@ def _numpy_stats_of(a: np.ndarray) -> TensorStats:
     n = flat.size
     lo, hi = float(np.minimum.reduce(flat)), float(np.maximum.reduce(flat))
     finite = math.isfinite(lo) and math.isfinite(hi)
-    s = float(np.dot(flat, _ones(n, flat.dtype)))
+    s = float(np.dot(flat, ones(n, flat.dtype)))
     if finite and not math.isfinite(s):  # float32 sums of huge finite values overflow
         s = float(flat.sum(dtype=np.float64))
     q = math.sqrt(float(np.dot(flat, flat)))
@@ -115,12 +115,12 @@ def _numpy_stats_of(a: np.ndarray) -> TensorStats:
 _ONES: dict[np.dtype[Any], np.ndarray] = {}
 
 
-def _ones(n: int, dtype: np.dtype[Any]) -> np.ndarray:
+def ones(n: int, dtype: np.dtype[Any]) -> np.ndarray:
     """A vector of n ones, a view of one cached array per dtype (grown as needed)."""
-    ones = _ONES.get(dtype)
-    if ones is None or ones.size < n:
-        ones = _ONES[dtype] = np.ones(max(n, 4096), dtype)
-    return ones[:n]
+    cached = _ONES.get(dtype)
+    if cached is None or cached.size < n:
+        cached = _ONES[dtype] = np.ones(max(n, 4096), dtype)
+    return cached[:n]
 
 
 def _std(n: int, mean: float, q: float, exact: Callable[[], float]) -> float:

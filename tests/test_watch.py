@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import signal
 import subprocess
@@ -189,20 +190,82 @@ def test_health_alerts() -> None:
     assert [a.kind for a in w2.alerts] == ["batchnorm_eval_in_training"]
 
 
-def test_exploding_and_vanishing_gradients() -> None:
-    model = _net(nn.Identity())
-    with torch.no_grad():
-        model[3].weight.fill_(1e4)
-    with ll.watch(model, every=1, thresholds=ll.Thresholds(explode=100.0)) as w:
-        nn.functional.mse_loss(model(torch.randn(8, 4)), torch.zeros(8, 1)).backward()
+def _regression(model: nn.Module, opt: torch.optim.Optimizer, steps: int) -> None:
+    g = torch.Generator().manual_seed(2)
+    for _ in range(steps):
+        x = torch.randn(16, 4, generator=g) * 3
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), x.sum(1, keepdim=True) * 10).backward()
+        opt.step()
+
+
+def test_exploding_gradients_are_the_ones_that_grow_or_wreck_the_weights() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Linear(16, 1))  # linear: nothing saturates the growth
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)  # far too large: every step overshoots
+    with ll.watch(model, every=1, optimizer=opt) as w:
+        _regression(model, opt, 12)
     exploding = [a for a in w.alerts if a.kind == "exploding_grad"]
-    assert exploding and all(float(a.message.split(" is ")[1].split()[0]) > 100 for a in exploding)
+    assert exploding, [a.kind for a in w.alerts]
+    first = exploding[0]
+    record = next(r for r in w.history if r.step == first.step)
+    norm = next(p.grad_norm for p in record.params if p.name == first.param)
+    assert norm is not None and norm > 1e3 and f"is {norm:.3g}" in first.message
+    assert "times its own norm" in first.message or "times its first sampled norm" in first.message
+
+    torch.manual_seed(0)
+    healthy = nn.Sequential(nn.Linear(4, 16), nn.Linear(16, 1))
+    opt = torch.optim.SGD(healthy.parameters(), lr=1e-3)
+    with ll.watch(healthy, every=1, optimizer=opt) as w:
+        _regression(healthy, opt, 12)
+    assert w.alerts == []
+
+
+def test_a_large_gradient_that_adam_tames_is_not_exploding() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Linear(16, 1))
+    with torch.no_grad():
+        model[0].weight.mul_(1e3)  # gradients of ~1e5 from the first step on, steady
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)  # steps of ~lr whatever the gradient's size
+    with ll.watch(model, every=1, optimizer=opt) as w:
+        _regression(model, opt, 6)
+    assert max(p.grad_norm or 0 for r in w.history for p in r.params) > 1e3
+    assert [a for a in w.alerts if a.kind == "exploding_grad"] == []
+
+
+def test_vanishing_gradients_fade_toward_the_input() -> None:
     tiny = _net(nn.Identity())
     with torch.no_grad():
         tiny[3].weight.fill_(1e-12)
     with ll.watch(tiny, every=1) as w:
         nn.functional.mse_loss(tiny(torch.randn(8, 4)), torch.zeros(8, 1)).backward()
-    assert {a.layer for a in w.alerts if a.kind == "vanishing_grad"} >= {"0"}
+    assert {a.layer for a in w.alerts if a.kind == "vanishing_grad"} == {"0"}
+
+
+class _LayerScaled(nn.Module):
+    """A residual block whose branch starts scaled by 1e-9 (a layer scale, as in ConvNeXt and CaiT):
+    tiny gradients inside the branch, a healthy one through the skip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(4, 8)
+        self.branch = nn.Linear(8, 8)
+        self.gamma = nn.Parameter(torch.full((8,), 1e-9))
+        self.head = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        return self.head(h + self.gamma * self.branch(h))
+
+
+def test_a_layer_scaled_branch_is_not_vanishing() -> None:
+    torch.manual_seed(0)
+    model = _LayerScaled()
+    with ll.watch(model, every=1) as w:
+        nn.functional.mse_loss(model(torch.randn(8, 4)), torch.zeros(8, 1)).backward()
+    branch = next(p.grad_norm for p in w.history[0].params if p.name == "branch.weight")
+    assert branch is not None and 0 < branch < 1e-8  # what the old rule called vanishing
+    assert [a for a in w.alerts if a.kind == "vanishing_grad"] == []
 
 
 class _KeyBiasAttention(nn.Module):
@@ -406,3 +469,30 @@ def test_ddp_two_gloo_processes(tmp_path: Path) -> None:
         in alerts
     )
     assert not any(a.startswith("[step") and " nan: " in a for a in alerts), alerts  # rank 0 made no NaN
+
+
+def test_a_large_model_is_measured_in_interleaved_shares() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Sequential(nn.Linear(8, 8), nn.Tanh()) for _ in range(20)])  # 61 modules
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    with ll.watch(model, every=1, optimizer=opt, layers_per_step=16) as w:
+        for _ in range(10):
+            opt.zero_grad()
+            model(torch.randn(4, 8)).pow(2).mean().backward()
+            opt.step()
+    names = [n for n, _ in model.named_modules()]
+    stride = math.ceil(len(names) / 16) + 1  # 4 is even: 5, so that alternating kinds mix
+    shares = [{h.name for h in r.layers} for r in w.history]
+    for k, share in enumerate(shares):
+        assert share == {n for i, n in enumerate(names) if i % stride == k % stride or n == ""}
+        assert len(share) <= 16
+    assert set().union(*shares[:stride]) == set(names)  # every module within `stride` sampled steps
+    record = w.history[1]  # parameters follow their modules' share
+    assert {p.module for p in record.params} == {h.name for h in record.layers if h.name and h.leaf} & {
+        n for n, m in model.named_modules() if isinstance(m, nn.Linear)
+    }
+    with ll.watch(model, every=1, layers_per_step=None) as w:
+        model(torch.randn(4, 8)).sum().backward()
+    assert {h.name for h in w.history[0].layers} == set(names)
+    with pytest.raises(ValueError, match="layers_per_step"):
+        ll.watch(model, layers_per_step=0)

@@ -279,6 +279,47 @@ def test_a_recurrent_layer_reading_the_batch_as_time() -> None:
     assert _alerts(healthy, opt, lambda: loop(healthy, opt)) == []
 
 
+class Center(nn.Module):
+    """Subtracts the mean: in place (the bug) or out of place."""
+
+    def __init__(self, in_place: bool) -> None:
+        super().__init__()
+        self.in_place = in_place
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_place:
+            x -= x.mean(dim=1, keepdim=True)
+            return x
+        return x - x.mean(dim=1, keepdim=True)
+
+
+class SkipBlock(nn.Module):
+    def __init__(self, in_place: bool) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, 16)
+        self.act = nn.ReLU(inplace=True)  # says it works in place: fine
+        self.center = Center(in_place)
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x)  # Linear keeps its input for backward, not its output: autograd cannot notice
+        return self.head(self.act(self.center(h) + h))  # the skip path reads h after center ran
+
+
+def test_a_layer_that_modifies_its_input_in_place() -> None:
+    torch.manual_seed(0)
+    model = SkipBlock(in_place=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    alerts = _alerts(model, opt, lambda: _fit(model, opt))
+    assert _kinds(alerts) == [("inplace_input", "center")]
+    assert "center (Center): changed its input in place" in alerts[0].message and alerts[0].step == 1
+
+    torch.manual_seed(0)
+    healthy = SkipBlock(in_place=False)
+    opt = torch.optim.SGD(healthy.parameters(), lr=0.05)
+    assert _alerts(healthy, opt, lambda: _fit(healthy, opt)) == []
+
+
 def test_the_first_batch_is_traced_once_without_changing_training() -> None:
     model, reference = _mlp(dropout=0.2), _mlp(dropout=0.2)
     opt, ref_opt = torch.optim.SGD(model.parameters(), lr=0.05), torch.optim.SGD(reference.parameters(), lr=0.05)
@@ -380,12 +421,13 @@ class Blowup(nn.Module):
         return torch.log(x)
 
 
-def _nan_at(step: int, every: int = 10, raise_on: tuple[str, ...] = ()) -> tuple[ll.Watch, nn.Module, list[Any]]:
+def _nan_at(step: int, every: int = 10, raise_on: tuple[str, ...] = (),
+            layers_per_step: int | None = 256) -> tuple[ll.Watch, nn.Module, list[Any]]:  # fmt: skip
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 4), nn.Softplus(), Blowup(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     before: list[Any] = []
-    with ll.watch(model, every=every, optimizer=opt, raise_on=raise_on) as w:
+    with ll.watch(model, every=every, optimizer=opt, raise_on=raise_on, layers_per_step=layers_per_step) as w:
         gen = torch.Generator().manual_seed(0)
         for k in range(1, 16):
             x = torch.randn(8, 4, generator=gen)
@@ -411,6 +453,12 @@ def test_a_nan_on_a_sampled_step_groups_its_backward_as_an_effect() -> None:
     w, _, _ = _nan_at(11)
     assert [(a.kind, a.layer) for a in w.alerts] == [("nan", "2")]
     assert {e.kind for e in w.effects} <= {"nan", "nan_grad"}
+
+
+def test_a_nan_on_a_sampled_step_that_measures_a_share_is_still_named_at_its_origin() -> None:
+    w, _, _ = _nan_at(11, layers_per_step=2)  # 7 modules, shares of every 5th: the share misses Blowup
+    assert [(a.kind, a.layer, a.step) for a in w.alerts] == [("nan", "2", 11)]
+    assert "measured only a share" in w.alerts[0].message
 
 
 def test_raise_on_nan_between_samples_stops_before_the_update() -> None:

@@ -12,8 +12,8 @@ from .health import Alert, StepRecord
 
 KINDS = ("nan", "nan_grad", "exploding_grad", "vanishing_grad", "dead_relu", "saturated",
          "dropout_in_eval", "batchnorm_eval_in_training", "not_in_optimizer", "frozen", "unregistered_param",
-         "not_updated", "grad_not_reset", "eval_forgotten", "train_forgotten", "functional_dropout_in_eval",
-         "crash", "check")  # fmt: skip
+         "not_updated", "grad_not_reset", "inplace_input", "eval_forgotten", "train_forgotten",
+         "functional_dropout_in_eval", "crash", "check")  # fmt: skip
 # Kinds that are worth knowing but are not trouble: reported once, as notes, never raised.
 NOTES = ("zero_grad_by_construction",)
 # A gradient this many times smaller than the largest of its layer's other parameters is
@@ -23,6 +23,8 @@ _ROUNDING = 1e-6
 # Vanishing means far smaller than the gradients elsewhere in the model (the early layers
 # of a deep sigmoid stack), not small everywhere (a loss averaged over many elements).
 _VANISHED = 1e-4
+# Exploding means growing: this many times the parameter's first sampled gradient norm.
+_GROWTH = 1e3
 
 
 @dataclass(frozen=True)
@@ -40,29 +42,11 @@ def step_alerts(record: StepRecord, limits: Thresholds, allow_inf: frozenset[str
     """Every alert of one sampled step."""
     yield from _nan_forward(record, allow_inf)
     yield from _nan_backward(record)
-    largest: dict[str, float] = {}
-    for p in record.params:
-        if p.grad_norm is not None and math.isfinite(p.grad_norm):
-            largest[p.module] = max(largest.get(p.module, 0.0), p.grad_norm)
-    strongest = max(largest.values(), default=0.0)  # a small loss scales every gradient down alike: not vanishing
-    for p in record.params:
-        if p.grad_norm is None:
-            continue
-        if p.grad_norm > limits.explode:
-            yield _alert(record, "exploding_grad", p.module, "", f"gradient norm of {p.name} is {p.grad_norm:.3g} "
-                         f"(> {limits.explode:g})", param=p.name)  # fmt: skip
-        elif 0 <= p.grad_norm < limits.vanish and largest.get(p.module, 0.0) * _ROUNDING > p.grad_norm:
-            yield _alert(record, "zero_grad_by_construction", p.module, "",
-                         f"the gradient of {p.name} is {p.grad_norm:.3g}, zero up to rounding while the layer's "
-                         f"other parameters get {largest[p.module]:.3g}: its output does not depend on it (a key "
-                         "bias before a softmax over keys, a parameter a later normalisation cancels)",
-                         param=p.name)  # fmt: skip
-        elif 0 < p.grad_norm < limits.vanish and p.grad_norm < _VANISHED * strongest:
-            message = (f"gradient norm of {p.name} is {p.grad_norm:.3g} (< {limits.vanish:g}), "
-                       f"the model's largest {strongest:.3g}")  # fmt: skip
-            yield _alert(record, "vanishing_grad", p.module, "", message, param=p.name)
+    yield from _small_gradients(record, limits)
     last = _output_layer(record)
     for h in record.layers:
+        if h.input_modified:
+            yield _alert(record, "inplace_input", h.name, h.type_name, INPLACE_MESSAGE)
         if h.dead_fraction is not None and h.dead_fraction >= limits.dead:
             yield _alert(record, "dead_relu", h.name, h.type_name,
                          f"{h.dead_fraction:.0%} of its units output 0 for every sample in the batch")  # fmt: skip
@@ -70,6 +54,66 @@ def step_alerts(record: StepRecord, limits: Thresholds, allow_inf: frozenset[str
         if h.saturated_fraction is not None and h.saturated_fraction >= limit:
             yield _alert(record, "saturated", h.name, h.type_name,
                          f"{h.saturated_fraction:.0%} of its outputs are within 1% of the bounds")  # fmt: skip
+
+
+INPLACE_MESSAGE = (
+    "changed its input in place during its forward (the tensor's version counter went up) without saying so "
+    "(no inplace=True): whoever else holds that tensor, a skip connection or the caller, now sees the changed "
+    "values. Compute out of place (x = x - x.mean(), not x -= x.mean()) or clone the input first"
+)
+
+
+def _small_gradients(record: StepRecord, limits: Thresholds) -> Iterator[Alert]:
+    """Vanishing gradients: the model's leading parameters (nearest the input, in order)
+    that get a gradient far below the model's largest. A tiny gradient after a healthy
+    one is a scaled residual branch (a layer scale of 1e-6), not vanishing: the signal
+    still reaches the input."""
+    largest: dict[str, float] = {}
+    for p in record.params:
+        if p.grad_norm is not None and math.isfinite(p.grad_norm):
+            largest[p.module] = max(largest.get(p.module, 0.0), p.grad_norm)
+    strongest = max(largest.values(), default=0.0)  # a small loss scales every gradient down alike: not vanishing
+    leading = True
+    for p in record.params:
+        g = p.grad_norm
+        if g is None:
+            continue
+        if 0 <= g < limits.vanish and largest.get(p.module, 0.0) * _ROUNDING > g:
+            yield _alert(record, "zero_grad_by_construction", p.module, "",
+                         f"the gradient of {p.name} is {g:.3g}, zero up to rounding while the layer's "
+                         f"other parameters get {largest[p.module]:.3g}: its output does not depend on it (a key "
+                         "bias before a softmax over keys, a parameter a later normalisation cancels)",
+                         param=p.name)  # fmt: skip
+        elif leading and 0 < g < limits.vanish and g < _VANISHED * strongest:
+            message = (f"gradient norm of {p.name} is {g:.3g} (< {limits.vanish:g}), the model's largest "
+                       f"{strongest:.3g}: the gradient fades before it reaches the input")  # fmt: skip
+            yield _alert(record, "vanishing_grad", p.module, "", message, param=p.name)
+        elif g > 0:  # exact zeros are unused parameters: they neither alert nor end the leading run
+            leading = False
+
+
+def exploding(record: StepRecord, limits: Thresholds, first: dict[str, float]) -> Iterator[Alert]:
+    """Exploding gradients, judged once the step is over: a gradient norm above
+    `limits.explode` that either moved the weight by more than its own norm in one
+    step or grew 1,000-fold since the parameter's first sampled step (`first`, kept
+    by the caller). A large gradient that an adaptive optimizer tames (Adam after a
+    BatchNorm over a batch of 2) stays silent."""
+    for p in record.params:
+        g = p.grad_norm
+        if g is None or not math.isfinite(g):
+            continue
+        start = first.setdefault(p.name, g)
+        if g <= limits.explode:
+            continue
+        ratio = p.update_ratio
+        if ratio is not None and ratio > 1:
+            why = f"and the step changed the weight by {ratio:.3g} times its own norm"
+        elif start > 0 and g >= _GROWTH * start:
+            why = f"{g / start:.3g} times its first sampled norm, {start:.3g}"
+        else:
+            continue
+        yield _alert(record, "exploding_grad", p.module, "",
+                     f"gradient norm of {p.name} is {g:.3g} (> {limits.explode:g}), {why}", param=p.name)  # fmt: skip
 
 
 def _output_layer(record: StepRecord) -> object:

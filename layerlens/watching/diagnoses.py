@@ -45,7 +45,7 @@ class Diagnoses:
         if bad or not nan_origin.grad_finite(self._watched):
             self._look_for_origin()
 
-    def _look_for_origin(self) -> None:
+    def _look_for_origin(self, sampled: bool = False) -> None:
         """An unsampled step's gradients are not finite: before the update lands, trace
         its batch again (same weights) for the layer whose forward made NaN/Inf, else
         name the layer nearest the output whose gradient did."""
@@ -58,7 +58,12 @@ class Diagnoses:
                 found = nan_origin.forward_origin(trace(model, call[0], kwargs=call[1], values="stats"), self.allow_inf)
             except Exception:  # a forward that raises now says nothing about where the NaN came from
                 found = None
-        note = f"found by the every-step check before step {self.step_count}'s update (the step was not sampled)"
+        note = (
+            f"found by tracing step {self.step_count}'s batch again: this sampled step measured only a share of "
+            "the layers"
+            if sampled
+            else f"found by the every-step check before step {self.step_count}'s update (the step was not sampled)"
+        )
         if found is not None:
             layer, type_name, why = found
             where = f"{layer or '(root)'} ({type_name})"
@@ -124,7 +129,8 @@ class Diagnoses:
         model, optimizer = self._model(), self._optimizer() if self._optimizer is not None else None
         if model is None or optimizer is None:
             return
-        lrs = training_checks.learning_rates(model, optimizer)
+        measured = {p.name for p in record.params}
+        lrs = training_checks.learning_rates(((n, p) for n, _, p in self._params if n in measured), optimizer)
         for module, param, message in training_checks.not_updated(record, lrs, self._setup_flagged):
             self._keep(Alert("not_updated", record.step, module, "", message, self._rank, param))
 

@@ -20,6 +20,8 @@ class LayerHealth:
     These two fractions come from an evenly strided sample of 4,096 elements of
     larger outputs; so do the output's mean, std and zero fraction, while its
     min, max and NaN/Inf counts are exact.
+    `input_modified`: the call changed one of its inputs in place although the
+    layer does not say it works in place (no `inplace=True`).
     `grad_norm`, `grad_max`: the 2-norm and largest |value| of the gradient
     with respect to the output (from the backward pass of the same step), with
     its NaN and Inf counts.
@@ -31,6 +33,7 @@ class LayerHealth:
     leaf: bool = True
     output: TensorStats | None = None
     inputs_finite: bool = True
+    input_modified: bool = False  # a floating input's version counter went up during this call
     dead_fraction: float | None = None
     saturated_fraction: float | None = None
     drop_rate: float | None = None

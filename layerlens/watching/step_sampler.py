@@ -3,9 +3,12 @@ global forward hook, installed for that forward only), output gradients
 (tensor hooks on those outputs) in the backward pass, and parameter gradients
 and updates around the optimizer's step (or post-accumulate hooks without an
 optimizer). Everything is measured on the tensors' own device: on the CPU at
-once, with numpy's reductions (a quarter of torch's per-call cost there); on
-other devices as tensors kept until `resolve` moves them in one transfer, with
-`torch._foreach_norm` for the parameter-wide numbers.
+once, with numpy's reductions (a quarter of torch's per-call cost there) and
+small outputs batched; on other devices as tensors kept until `resolve` moves
+them in one transfer. Per parameter, see `param_numbers`. The hot path (one
+call of one layer) keeps a stats handle and, on the CPU, references to its
+inputs until the forward ends: whether they were finite is asked only of the
+layers whose output was not.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from torch.utils.hooks import RemovableHandle
 
 from ..flatten import flatten
 from ..layers.registry import REGISTRY
-from ..records import TensorInfo
-from ..tensor_capture import Capture
+from ..tensor_capture import Capture, Stats, resolved
 from ..tensor_stats import SAMPLE, as_numpy
+from . import nan_origin
 from .guard import Guard
 from .health import LayerHealth, ParamHealth, StepRecord
-from .sharded import global_norms, is_distributed_tensor, local
+from .param_numbers import Snapshot, norm_of, norms
+from .sharded import local
 
 # Activations larger than SAMPLE get exact min/max/NaN/Inf and mean/std/zeros from a strided sample of
 # that many elements (see stats.cpu_stats): about 20 us instead of 50 for 65,536 floats here.
@@ -42,10 +46,34 @@ class _Pending:
 
     def __init__(self, health: LayerHealth) -> None:
         self.health = health
-        self.output: TensorInfo | None = None
-        self.inputs: list[TensorInfo] = []
+        self.output: Stats = None
+        # CPU inputs as (tensor, version) until the forward ends, device inputs as stats handles
+        self.inputs: list[Any] = []
         self.measures: dict[str, Any] = {}
         self.grad: Any = None  # the gradient's numbers: [norm, max |g|(, nan, inf)]
+
+
+class _GradHook:
+    """The output-gradient hook of one layer call (a plain object: a closure wrapped
+    by `Guard.wrap` per call costs more than the numbers it takes)."""
+
+    __slots__ = ("pending", "sampler")
+
+    def __init__(self, sampler: StepSampler, pending: _Pending) -> None:
+        self.sampler, self.pending = sampler, pending
+
+    def __call__(self, grad: torch.Tensor) -> None:
+        guard = self.sampler._guard
+        if guard is not None and guard.broken is not None:
+            return
+        try:
+            with torch.no_grad():
+                numbers = _grad_numbers(grad)
+                self.pending.grad = numbers if isinstance(numbers, list) else self.sampler._capture.defer(numbers)
+        except Exception as exc:  # never into the user's backward (see guard)
+            if guard is None:
+                raise
+            guard.trip(exc, "the gradient hook")
 
 
 class StepSampler:
@@ -55,21 +83,27 @@ class StepSampler:
         self, step: int, rank: int, names: dict[int, str], params: Params, hook_grads: bool, guard: Guard | None = None
     ) -> None:
         self.step, self.rank = step, rank
+        self._guard = guard
         self._wrap: Callable[[Any], Any] = guard.wrap if guard is not None else _unwrapped
         self.record: StepRecord | None = None
         self._names = names
         self._params = params
         self._hook_grads = hook_grads  # no optimizer: catch gradients as they are accumulated
         self._capture = Capture("stats", sample=SAMPLE, batch=True)  # small tensors' stats in one go at resolve
-        self._late = Capture("stats")  # after the optimizer's step: the update norms
         self._layers: list[_Pending] = []
+        self._unsettled = 0  # layers from here on still hold their CPU inputs (see _settle)
         self._grad_refs: dict[str, torch.Tensor] = {}
-        self._old: list[tuple[str, torch.Tensor]] = []
+        self._before: Snapshot | None = None
+        self._updated: list[str] = []  # the parameters in the snapshot
         self._weight_norms: Any = None
+        self._late = Capture("stats")  # after the optimizer's step: the update norms
         self._update_norms: Any = None
         self._handles: list[RemovableHandle] = []
         self._forward: RemovableHandle | None = None
+        self._before_call: RemovableHandle | None = None
+        self._versions: dict[int, list[tuple[torch.Tensor, int]]] = {}  # a leaf call's inputs' versions before it
         self._thread = threading.get_ident()
+        self._health: dict[type, Any] = {}  # each module type's health hook (None: it has none), looked up once
 
     # -- forward ----------------------------------------------------------------
 
@@ -79,6 +113,7 @@ class StepSampler:
         if self._forward is not None or self._handles:  # already collecting (several forwards in one step)
             return
         self._forward = torch_module.register_module_forward_hook(self._wrap(self._forward_hook))
+        self._before_call = torch_module.register_module_forward_pre_hook(self._wrap(self._pre_hook))
         if self._hook_grads:
             for name, _, p in self._params:
                 if p.requires_grad:
@@ -86,10 +121,15 @@ class StepSampler:
                     self._handles.append(p.register_post_accumulate_grad_hook(hook))  # type: ignore[no-untyped-call]
 
     def end_forward(self) -> None:
-        """Remove the forward hook (gradient hooks stay until `resolve`)."""
+        """Remove the forward hook (gradient hooks stay until `resolve`) and let go of the inputs."""
         if self._forward is not None:
             self._forward.remove()
             self._forward = None
+        if self._before_call is not None:
+            self._before_call.remove()
+            self._before_call = None
+        self._versions.clear()
+        self._settle()
 
     def _forward_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         name = self._names.get(id(module))
@@ -98,26 +138,38 @@ class StepSampler:
         with torch.no_grad():
             self._record(module, name, args, output)
 
+    def _pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        """A leaf's input versions before its call, to see whether the call changed them
+        in place (a layer that does not say it works in place)."""
+        if module._modules or id(module) not in self._names or getattr(module, "inplace", False) is True:
+            return
+        if threading.get_ident() == self._thread:
+            self._versions[id(module)] = [(t, _version(t)) for t in _floats(args)]
+
     def _record(self, module: nn.Module, name: str, args: tuple[Any, ...], output: Any) -> None:
-        ins: list[tuple[str, torch.Tensor]] = []
-        outs: list[tuple[str, torch.Tensor]] = []
-        flatten(args, ins, [])
-        flatten(output, outs, [])
         pending = _Pending(LayerHealth(name, type(module).__name__, module.training, leaf=not module._modules))
+        before = self._versions.pop(id(module), None)
+        if before:
+            pending.health.input_modified = any(v >= 0 and _version(t) > v for t, v in before)
         capture = self._capture
-        pending.inputs = [capture.tensor("", t, name) for _, t in ins if t.is_floating_point()]
-        y = next((t for _, t in outs if t.is_floating_point()), None)
-        if y is not None:
-            pending.output = capture.tensor("", y, name)
-            x = next((t for _, t in ins if t.is_floating_point()), None)
-            self._special(module, x, y, pending)
+        ins = _floats(args)
+        for t in ins:
+            pending.inputs.append((t, _version(t)) if t.device.type == "cpu" else capture.stats(t))
+        outs = _floats(output)
+        if outs:
+            y = outs[0]
+            pending.output = capture.stats(y)
+            self._special(module, ins[0] if ins else None, y, pending)
             if y.requires_grad:
-                y.register_hook(self._wrap(self._grad_hook(pending)))  # type: ignore[no-untyped-call]
+                y.register_hook(_GradHook(self, pending))  # type: ignore[no-untyped-call]
         self._layers.append(pending)
 
     def _special(self, module: nn.Module, x: torch.Tensor | None, y: torch.Tensor, pending: _Pending) -> None:
         """The measures the layer's family keeps (dead units, saturation, drop rate)."""
-        health = REGISTRY.coverage(type(module)).hook("health")
+        kind = type(module)
+        health = self._health.get(kind, _UNSET)
+        if health is _UNSET:
+            health = self._health[kind] = REGISTRY.coverage(kind).hook("health")
         if health is None:
             return
         for key, value in health(module, x, y).items():
@@ -129,15 +181,21 @@ class StepSampler:
     def _keep(self, value: float | torch.Tensor) -> Any:
         return _keep(self._capture, value)
 
+    def _settle(self) -> None:
+        """Whether each layer's CPU inputs were finite, for the layers whose output is
+        not (the producer of a NaN is the layer with finite inputs and a non-finite
+        output); then the inputs are let go, so the backward holds no extra memory."""
+        fresh = self._layers[self._unsettled :]
+        if not fresh:
+            return
+        self._capture.flush_batch()  # the outputs' statistics, to know which are not finite
+        for pending in fresh:
+            if pending.inputs and not _finite(resolved(pending.output)):
+                pending.health.inputs_finite = all(_input_finite(x) for x in pending.inputs)
+            pending.inputs = [x for x in pending.inputs if not isinstance(x, tuple)]
+        self._unsettled = len(self._layers)
+
     # -- backward ---------------------------------------------------------------
-
-    def _grad_hook(self, pending: _Pending) -> Any:
-        def hook(grad: torch.Tensor) -> None:
-            with torch.no_grad():
-                numbers = _grad_numbers(grad)
-                pending.grad = numbers if isinstance(numbers, list) else self._capture.defer(numbers)
-
-        return hook
 
     def _keep_grad(self, name: str) -> Any:
         def hook(p: torch.Tensor) -> None:
@@ -154,19 +212,19 @@ class StepSampler:
             self._grad_refs = {n: p.grad for n, _, p in self._params if p.grad is not None} or self._grad_refs
             live = [(n, p.detach()) for n, _, p in self._params if p.requires_grad]
             if live:
-                copies = _foreach(torch._foreach_mul, [t for _, t in live], 1.0)  # one call copies them all
-                self._old = [(n, c) for (n, _), c in zip(live, copies, strict=True)]
-                self._weight_norms = _keep(self._capture, _norms(copies))
+                self._before = Snapshot([t for _, t in live])
+                self._updated = [n for n, _ in live]
+                self._weight_norms = _keep(self._capture, self._before.weight_norms())
 
     def after_update(self) -> None:
-        """||p_new - p_old|| for every parameter, from the copies."""
-        if not self._old:
+        """||p_new - p_old|| for every parameter, from the snapshot."""
+        if self._before is None:
             return
         with torch.no_grad():
             current = {n: p.detach() for n, _, p in self._params}
-            new, old = [current[n] for n, _ in self._old], [t for _, t in self._old]
-            self._update_norms = _keep(self._late, _diff_norms(new, old))
-        self._old = [(n, torch.empty(0)) for n, _ in self._old]  # free the copies
+            self._update_norms = _keep(self._late, self._before.update_norms([current[n] for n in self._updated]))
+        self._before.release()  # free the copies
+        self._before = None
 
     # -- the end ----------------------------------------------------------------
 
@@ -182,26 +240,27 @@ class StepSampler:
         names = list(self._grad_refs)
         grads = [self._grad_refs[n] for n in names]
         with torch.no_grad():  # norms and largest |g| of every gradient, as one vector
-            grad_numbers = _keep(self._capture, _norms(grads, both=True)) if grads else None
+            grad_numbers = _keep(self._capture, norms(grads, both=True)) if grads else None
         capture = self._capture
         capture.finalize()
         record = StepRecord(self.step, self.rank)
-        for pending in self._layers:
-            record.layers.append(self._layer(pending))
+        record.layers = [self._layer(pending) for pending in self._layers]
         numbers = _as_list(capture.resolve(grad_numbers), 2 * len(names))
-        norms, maxes = numbers[: len(names)], numbers[len(names) :]
-        weights = _as_list(capture.resolve(self._weight_norms), len(self._old))
-        by_name = {n: (norms[i], maxes[i], grads[i]) for i, n in enumerate(names)}
-        old_index = {n: i for i, (n, _) in enumerate(self._old)}
+        weights = _as_list(capture.resolve(self._weight_norms), len(self._updated))
+        grad_at = {n: i for i, n in enumerate(names)}
+        weight_at = {n: i for i, n in enumerate(self._updated)}
+        count = len(names)
         for name, module, _ in self._params:
             ph = ParamHealth(name, module)
-            if name in by_name:
-                ph.grad_norm, ph.grad_max, g = by_name[name]
+            i = grad_at.get(name)
+            if i is not None:
+                ph.grad_norm, ph.grad_max = numbers[i], numbers[count + i]
                 if not (math.isfinite(ph.grad_norm) and math.isfinite(ph.grad_max)):
-                    g = local(g)  # a shard's counts, for a sharded gradient
+                    g = local(grads[i])  # a shard's counts, for a sharded gradient
                     ph.grad_nan, ph.grad_inf = int(torch.isnan(g).sum()), int(torch.isinf(g).sum())
-            if name in old_index:
-                ph.weight_norm = weights[old_index[name]]
+            j = weight_at.get(name)
+            if j is not None:
+                ph.weight_norm = weights[j]
             record.params.append(ph)
         self._layers.clear()
         self._grad_refs.clear()
@@ -210,11 +269,14 @@ class StepSampler:
 
     def _layer(self, pending: _Pending) -> LayerHealth:
         h, capture = pending.health, self._capture
-        h.output = pending.output.stats if pending.output is not None else None
-        h.inputs_finite = all(_finite(info.stats) for info in pending.inputs)
-        h.dead_fraction = _float(capture.resolve(pending.measures.get("dead")))
-        h.saturated_fraction = _float(capture.resolve(pending.measures.get("saturated")))
-        h.drop_rate = _float(capture.resolve(pending.measures.get("dropped")))
+        h.output = resolved(pending.output)
+        if pending.inputs:  # device inputs' statistics, now on the host
+            h.inputs_finite = h.inputs_finite and all(_finite(resolved(x)) for x in pending.inputs)
+        measures = pending.measures
+        if measures:
+            h.dead_fraction = _float(capture.resolve(measures.get("dead")))
+            h.saturated_fraction = _float(capture.resolve(measures.get("saturated")))
+            h.drop_rate = _float(capture.resolve(measures.get("dropped")))
         if pending.grad is not None:
             numbers = _as_list(capture.resolve(pending.grad), 4)
             h.grad_norm, h.grad_max = numbers[0], numbers[1]
@@ -227,12 +289,13 @@ class StepSampler:
         record = self.resolve()
         if self._update_norms is not None:
             self._late.finalize()
-            updates = _as_list(self._late.resolve(self._update_norms), len(self._old))
-            index = {n: i for i, (n, _) in enumerate(self._old)}
+            updates = _as_list(self._late.resolve(self._update_norms), len(self._updated))
+            index = {n: i for i, n in enumerate(self._updated)}
             for ph in record.params:
-                if ph.name in index and ph.weight_norm:
-                    ph.update_ratio = updates[index[ph.name]] / ph.weight_norm
-        self._old = []
+                i = index.get(ph.name)
+                if i is not None and ph.weight_norm:
+                    ph.update_ratio = updates[i] / ph.weight_norm
+        self._updated = []
         return record
 
 
@@ -240,55 +303,9 @@ def _unwrapped(hook: Any) -> Any:
     return hook
 
 
-def _norms(tensors: list[torch.Tensor], both: bool = False) -> list[float] | torch.Tensor:
-    """The 2-norm of every tensor (then, with `both`, the largest |value| of every
-    tensor): floats from numpy on the CPU, else one float64 vector from one
-    foreach call per norm."""
-    if any(is_distributed_tensor(t) for t in tensors):  # FSDP2 shards: reduced across ranks
-        return global_norms(tensors, both)
-    arrays = [as_numpy(t) for t in tensors]
-    if all(a is not None for a in arrays):
-        with np.errstate(all="ignore"):
-            flat = [a.reshape(-1) for a in arrays if a is not None]
-            norms = [_norm(a) for a in flat]
-            return norms + [float(np.abs(a).max(initial=0.0)) for a in flat] if both else norms
-    orders = (2.0, math.inf) if both else (2.0,)
-    if len({(t.device, t.dtype) for t in tensors}) == 1:
-        return torch.cat([torch.stack(torch._foreach_norm(tensors, o)).to(torch.float64) for o in orders])
-    device = tensors[0].device
-    return torch.stack([torch.linalg.vector_norm(t, o).to(device, torch.float64) for o in orders for t in tensors])
-
-
-def _norm(a: np.ndarray) -> float:
-    """The 2-norm of a flat array; in float64 where float32 squares overflow."""
-    norm = math.sqrt(float(np.dot(a, a)))
-    return norm if math.isfinite(norm) else float(np.linalg.norm(a.astype(np.float64)))
-
-
-def _diff_norms(new: list[torch.Tensor], old: list[torch.Tensor]) -> list[float] | torch.Tensor:
-    """||new - old|| for every pair."""
-    if any(is_distributed_tensor(t) for t in new):
-        return global_norms(_foreach(torch._foreach_sub, new, old))
-    news, olds = [as_numpy(t) for t in new], [as_numpy(t) for t in old]
-    if all(a is not None for a in news) and all(a is not None for a in olds):
-        with np.errstate(all="ignore"):
-            return [_norm((a - b).reshape(-1)) for a, b in zip(news, olds, strict=True)]  # type: ignore[operator]
-    return _norms(_foreach(torch._foreach_sub, new, old))
-
-
 def _keep(capture: Capture, value: Any) -> Any:
     """Host numbers as they are; a tensor deferred to the capture's single transfer."""
     return capture.defer(value) if isinstance(value, torch.Tensor) else value
-
-
-def _foreach(op: Any, *args: Any) -> list[torch.Tensor]:
-    """A `torch._foreach_*` op, or its loop where the tensors sit on several devices."""
-    first = args[0]
-    if len({(t.device, t.dtype) for t in first}) == 1:
-        return list(op(*args))
-    single = getattr(torch, op.__name__.removeprefix("_foreach_"))
-    rest = args[1:]
-    return [single(t, *(r[i] if isinstance(r, list) else r for r in rest)) for i, t in enumerate(first)]
 
 
 def _grad_numbers(g: torch.Tensor) -> Any:
@@ -310,7 +327,7 @@ def _numpy_grad_numbers(a: np.ndarray) -> list[float]:
     with np.errstate(all="ignore"):
         lo, hi = float(np.minimum.reduce(a)), float(np.maximum.reduce(a))  # NaN propagates into both
         counts = [0, 0] if math.isfinite(lo) and math.isfinite(hi) else [int(np.isnan(a).sum()), int(np.isinf(a).sum())]
-        return [_norm(a), max(-lo, hi), *counts]
+        return [norm_of(a), max(-lo, hi), *counts]
 
 
 def _as_list(value: Any, n: int) -> list[float]:
@@ -325,3 +342,35 @@ def _finite(stats: Any) -> bool:
 
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+_UNSET: Any = object()
+
+
+def _floats(value: Any) -> list[torch.Tensor]:
+    """The floating-point tensors in a hook's args or output, a lone tensor at once."""
+    if isinstance(value, torch.Tensor):
+        return [value] if value.is_floating_point() else []
+    if type(value) is tuple and len(value) == 1 and isinstance(value[0], torch.Tensor):
+        return [value[0]] if value[0].is_floating_point() else []
+    found: list[tuple[str, torch.Tensor]] = []
+    flatten(value, found, [])
+    return [t for _, t in found if t.is_floating_point()]
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return int(t._version)
+    except RuntimeError:  # inference tensors
+        return -1
+
+
+def _input_finite(x: Any) -> bool:
+    """A CPU input (tensor, version at the call) free of NaN/Inf; an input changed in
+    place since the call counts as finite (its values then are not known)."""
+    if not isinstance(x, tuple):
+        return _finite(resolved(x))
+    t, version = x
+    if version != _version(t):
+        return True
+    return nan_origin.grad_finite_tensor(t)

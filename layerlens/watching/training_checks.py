@@ -5,7 +5,7 @@ the optimizer's step leaves unchanged."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -58,14 +58,15 @@ def grad_reset_message(param: str) -> str:
     )
 
 
-def learning_rates(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """Each parameter's learning rate in the optimizer (parameters outside it absent)."""
+def learning_rates(params: Iterable[tuple[str, nn.Parameter]], optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """Each named parameter's learning rate in the optimizer (parameters outside it absent)."""
     by_id = {}
     for group in optimizer.param_groups:
         lr = group.get("lr", 0.0)
+        rate = float(lr) if isinstance(lr, (int, float)) else float(torch.as_tensor(lr).item())
         for p in group["params"]:
-            by_id[id(p)] = float(lr) if isinstance(lr, (int, float)) else float(torch.as_tensor(lr).item())
-    return {n: by_id[id(p)] for n, p in model.named_parameters() if id(p) in by_id}
+            by_id[id(p)] = rate
+    return {n: by_id[id(p)] for n, p in params if id(p) in by_id}
 
 
 def not_updated(record: StepRecord, lrs: dict[str, float], skip: set[str]) -> Iterator[tuple[str, str, str]]:

@@ -29,11 +29,12 @@ from ..in_trace import tracing_now
 from ..layers.registry import REGISTRY
 from ..options import TraceOptions
 from . import mode_checks, nan_origin, setup_checks, training_checks
-from .alerts import KINDS, NOTES, Thresholds, step_alerts
+from .alerts import KINDS, NOTES, Thresholds, exploding, step_alerts
 from .diagnoses import Diagnoses
 from .guard import Guard
 from .health import Alert, StepRecord
 from .output import JsonlWriter, render_table, to_board
+from .rotation import Rotation
 from .step_sampler import StepSampler
 
 
@@ -46,6 +47,7 @@ class WatchAlert(RuntimeError):
 
 
 HISTORY = 1000  # sampled steps kept in memory (~3 KB each for a small model)
+LAYERS_PER_STEP = 256  # modules one sampled step measures at most (see rotation)
 
 
 class Watch(Diagnoses):
@@ -64,6 +66,7 @@ class Watch(Diagnoses):
         trace_first: bool = True,
         hook_optimizer: bool = True,
         sentinel: bool = True,
+        layers_per_step: int | None = LAYERS_PER_STEP,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"watch() expects an nn.Module, got {type(model).__name__}")
@@ -72,7 +75,13 @@ class Watch(Diagnoses):
         unknown = set(raise_on) - set(KINDS)
         if unknown:
             raise ValueError(f"raise_on: unknown alert kinds {sorted(unknown)}; kinds are {', '.join(KINDS)}")
+        if layers_per_step is not None and (not isinstance(layers_per_step, int) or layers_per_step < 1):
+            raise ValueError(f"layers_per_step must be an int >= 1 or None (all), got {layers_per_step!r}")
         self.every = every
+        self.layers_per_step = layers_per_step
+        self._rotation: Rotation | None = None
+        self._samples = 0  # sampled steps so far
+        self._first_grads: dict[str, float] = {}  # each parameter's gradient norm when first sampled
         self.raise_on = frozenset(raise_on)
         self.allow_inf = frozenset(allow_inf)
         self.thresholds = thresholds or Thresholds()
@@ -130,6 +139,7 @@ class Watch(Diagnoses):
                             if (rule := REGISTRY.coverage(type(m)).hook("mode_alert")) is not None]  # fmt: skip
         self._mode_dependent = mode_checks.mode_dependent(model)
         self._watched = nan_origin.sentinel_param(self._params)
+        self._rotation = Rotation(self._names, self._params, self.layers_per_step)
         guard = self._guard.wrap
         self._handles = [
             model.register_forward_pre_hook(guard(self._on_forward_start), with_kwargs=True),
@@ -168,7 +178,7 @@ class Watch(Diagnoses):
             if self._sampler is not None:
                 self._sampler.resolve()
                 self._sampler = None
-            self._mode_rules, self._params, self._names, self._watched = [], [], {}, None
+            self._mode_rules, self._params, self._names, self._watched, self._rotation = [], [], {}, None, None
 
     def __enter__(self) -> Watch:
         return self.attach()
@@ -374,19 +384,25 @@ class Watch(Diagnoses):
     def _begin_step(self) -> None:
         self._flush()
         self.step_count += 1
-        if (self.step_count - 1) % self.every == 0:
+        if (self.step_count - 1) % self.every == 0 and self._rotation is not None:
             hook_grads = self._optimizer is None
-            self._sampler = StepSampler(self.step_count, self._rank, self._names, self._params, hook_grads,
-                                        self._guard)  # fmt: skip
+            names, params = self._rotation.pick(self._samples)
+            self._sampler = StepSampler(self.step_count, self._rank, names, params, hook_grads, self._guard)
+            self._samples += 1
             self._pending_logs = {}
             model, optimizer = self._model(), self._optimizer() if self._optimizer is not None else None
-            if model is not None and optimizer is not None:  # layers may be replaced after the optimizer is built
+            # layers may be replaced after the optimizer is built: looked for again now and then (it walks the model)
+            if model is not None and optimizer is not None and (self._samples <= 3 or self._samples % 10 == 0):
                 self._report_setup(setup_checks.optimizer_gaps(model, optimizer))
 
     def _judge(self, record: StepRecord) -> None:
         """Alerts for a resolved step; it joins the history now (its update ratios
         and logs are filled in when the step is over)."""
         found = list(step_alerts(record, self.thresholds, self.allow_inf))
+        partial = self._rotation is not None and self._rotation.stride > 1
+        if partial and any(a.kind in nan_origin.FAMILY for a in found):  # the producer may be outside the share
+            found = [a for a in found if a.kind not in nan_origin.FAMILY]
+            self._look_for_origin(sampled=True)
         record.alerts = [a for a in found if a.kind not in NOTES]
         self._history.append(record)
         for alert in found:
@@ -400,13 +416,17 @@ class Watch(Diagnoses):
         judged = sampler.record is not None
         record = sampler.complete()
         record.logs = dict(self._pending_logs)
+        if not judged:
+            self._judge(record)
         self._check_updates(record)
+        late = list(exploding(record, self.thresholds, self._first_grads))  # needs the update ratios
+        record.alerts += late
         if self._writer is not None:
             self._writer.write(record)
         for board in self._boards:
             to_board(board, record)
-        if not judged:
-            self._judge(record)
+        for alert in late:
+            self._keep(alert)
 
     def _keep(self, alert: Alert) -> None:
         """Keep an alert once per (kind, layer, parameter): a note, an effect of an earlier
@@ -446,6 +466,7 @@ def watch(
     trace_first: bool = True,
     hook_optimizer: bool = True,
     sentinel: bool = True,
+    layers_per_step: int | None = LAYERS_PER_STEP,
 ) -> Watch:
     """Watch `model` while it trains: `with layerlens.watch(model, every=10, optimizer=opt) as w:`.
 
@@ -460,10 +481,12 @@ def watch(
     `jsonl` streams one line per sampled step. With `trace_first` (default) the
     first training batch is traced once (`w.first_trace`): its failed checks
     become `check` alerts. `options` (a `TraceOptions`) are used for that trace
-    and for the one that explains a forward that raised.
+    and for the one that explains a forward that raised. A model of more than
+    `layers_per_step` modules has an interleaved share of them measured per
+    sampled step, a different one each time (None: all, whatever it costs).
     """
     return Watch(model, every, optimizer, raise_on, allow_inf, thresholds, jsonl, options, trace_first, hook_optimizer,
-                 sentinel)  # fmt: skip
+                 sentinel, layers_per_step)  # fmt: skip
 
 
 def _rank() -> int:
