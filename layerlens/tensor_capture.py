@@ -213,7 +213,7 @@ class Capture:
 
     def _remember(self, t: torch.Tensor, stats: Stats, value: np.ndarray | None) -> tuple[Any, ...]:
         """Keep what was captured for `t` while it is alive and unchanged (its version)."""
-        seen = (weakref.ref(t), _version(t), stats, value)
+        seen = (weakref.ref(t), tensor_version(t), stats, value)
         if seen[1] >= 0:
             self._seen[id(t)] = seen
         return seen
@@ -289,7 +289,8 @@ _NUMPY_DTYPES = {
 }  # fmt: skip
 
 
-def _version(t: torch.Tensor) -> int:
+def tensor_version(t: torch.Tensor) -> int:
+    """`t._version`, or -1 for inference tensors (they have no version counter)."""
     try:
         return int(t._version)
     except RuntimeError:  # inference tensors have no version counter

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..flatten import flatten
-from ..tensor_stats import ones
+from ..tensor_stats import as_numpy, ones
 from .alerts import Produced, first_producer
 from .sharded import local
 
@@ -49,15 +49,12 @@ def output_finite(output: Any) -> bool:
 def grad_finite_tensor(t: torch.Tensor) -> bool:
     """No NaN/Inf in `t`: one dot product with ones on the CPU (no allocation, no FP
     warning; a float32 overflow reads as non-finite, which only costs a closer look),
-    one reduction and one read elsewhere."""
-    if type(t) in _PLAIN and t.dtype in _FLOATS and t.device.type == "cpu" and not t.is_neg():
-        a = (t.detach() if t.requires_grad else t).numpy().reshape(-1)
-        return math.isfinite(float(np.dot(a, ones(a.size, a.dtype))))
+    one reduction and one read elsewhere (and for sparse or sharded tensors)."""
+    a = as_numpy(t)
+    if a is not None:
+        flat = a.reshape(-1)
+        return math.isfinite(float(np.dot(flat, ones(flat.size, flat.dtype))))
     return bool(torch.isfinite(local(t).detach().sum()))
-
-
-_FLOATS = (torch.float32, torch.float64)
-_PLAIN = (torch.Tensor, nn.Parameter)  # not a subclass such as DTensor, which has no numpy()
 
 
 def forward_origin(trace: Any, allow_inf: frozenset[str]) -> tuple[str, str, str] | None:

@@ -26,7 +26,9 @@ CHUNK = 2**22  # the buffer's most elements at a time (16 MiB of float32)
 
 def norms(tensors: list[torch.Tensor], both: bool = False) -> list[float] | torch.Tensor:
     """The 2-norm of every tensor (then, with `both`, the largest |value| of every
-    tensor): floats on the CPU, else one float64 vector on the device."""
+    tensor): floats on the CPU, else one float64 vector on the device. A sparse
+    tensor (an `Embedding(sparse=True)` gradient) is measured by its stored values."""
+    tensors = [t.coalesce().values() if t.is_sparse else t for t in tensors]
     if any(is_distributed_tensor(t) for t in tensors):  # FSDP2 shards: reduced across ranks
         return global_norms(tensors, both)
     arrays = _numpy_all(tensors)
@@ -40,40 +42,73 @@ def norms(tensors: list[torch.Tensor], both: bool = False) -> list[float] | torc
 
 
 def cpu_norms(arrays: list[np.ndarray], both: bool = False) -> list[float]:
-    """`norms` of numpy arrays: small ones batched, large ones one by one."""
+    """`norms` of numpy arrays: the small ones copied together, `CHUNK` elements at a
+    time, and measured with segmented reductions; large ones one by one."""
     n = len(arrays)
     out, maxes = [0.0] * n, [0.0] * n
     batch: list[int] = []
     filled = 0
-    with np.errstate(all="ignore"):
-        for i, a in enumerate(arrays):
-            if a.size > SMALL:
-                flat = a.reshape(-1)
-                out[i] = norm_of(flat)
-                maxes[i] = float(np.abs(flat).max()) if both else 0.0
-            elif a.size:
-                batch.append(i)
-                filled += a.size
-                if filled >= CHUNK:
-                    _segments(arrays, batch, out, maxes, both)
-                    batch, filled = [], 0
-        _segments(arrays, batch, out, maxes, both)
+    for i, a in enumerate(arrays):
+        if a.size > SMALL:
+            _one(a.reshape(-1), i, out, maxes, both)
+        elif a.size:
+            batch.append(i)
+            filled += a.size
+            if filled >= CHUNK:
+                _copied_together(arrays, batch, out, maxes, both)
+                batch, filled = [], 0
+    _copied_together(arrays, batch, out, maxes, both)
     return out + maxes if both else out
 
 
-def _segments(arrays: list[np.ndarray], batch: list[int], out: list[float], maxes: list[float], both: bool) -> None:
-    """Norms (and largest |value|s) of `arrays[i]` for i in `batch`, from one flat copy."""
-    if not batch:
+def flat_norms(flat: np.ndarray, sizes: list[int]) -> list[float]:
+    """The 2-norm of each consecutive segment of `flat` (one per size), reduced in
+    place: small segments `CHUNK` elements at a time, large ones one by one."""
+    out, unused = [0.0] * len(sizes), [0.0] * len(sizes)
+    group: list[int] = []  # consecutive small segments
+    start = end = 0
+    for i, size in enumerate(sizes):
+        if size > SMALL or end - start >= CHUNK:
+            _segments(flat[start:end], group, [sizes[j] for j in group], out, unused, False)
+            group, start = [], end
+        if size > SMALL:
+            _one(flat[end : end + size], i, out, unused, False)
+            start = end + size
+        elif size:
+            group.append(i)
+        end += size
+    _segments(flat[start:end], group, [sizes[j] for j in group], out, unused, False)
+    return out
+
+
+def _one(flat: np.ndarray, i: int, out: list[float], maxes: list[float], both: bool) -> None:
+    with np.errstate(all="ignore"):
+        out[i] = norm_of(flat)
+        if both:
+            maxes[i] = float(np.abs(flat).max())
+
+
+def _copied_together(arrays: list[np.ndarray], batch: list[int], out: list[float], maxes: list[float],
+                     both: bool) -> None:  # fmt: skip
+    if batch:
+        parts = [arrays[i].reshape(-1) for i in batch]
+        _segments(np.concatenate(parts), batch, [p.size for p in parts], out, maxes, both)
+
+
+def _segments(flat: np.ndarray, index: list[int], sizes: list[int], out: list[float], maxes: list[float],
+              both: bool) -> None:  # fmt: skip
+    """Norms (and largest |value|s) of the consecutive non-empty segments of `flat`
+    with these sizes, into `out[index[j]]` (and `maxes`)."""
+    if not index:
         return
-    parts = [arrays[i].reshape(-1) for i in batch]
-    flat = np.concatenate(parts)
-    starts = np.cumsum([0] + [p.size for p in parts[:-1]])
-    squares = np.add.reduceat(np.square(flat), starts, dtype=np.float64)
-    roots = np.sqrt(squares).tolist()
-    peaks = np.maximum.reduceat(np.abs(flat), starts).tolist() if both else None
-    for j, i in enumerate(batch):
+    starts = np.cumsum([0, *sizes[:-1]])
+    with np.errstate(all="ignore"):
+        squares = np.add.reduceat(np.square(flat), starts, dtype=np.float64)
+        roots = np.sqrt(squares).tolist()
+        peaks = np.maximum.reduceat(np.abs(flat), starts).tolist() if both else None
+    for j, i in enumerate(index):
         # a float32 square past 3.4e38 overflows: that one in float64 (NaN and Inf stay as they are)
-        out[i] = roots[j] if math.isfinite(roots[j]) else norm_of(parts[j])
+        out[i] = roots[j] if math.isfinite(roots[j]) else norm_of(flat[starts[j] : starts[j] + sizes[j]])
         if peaks is not None:
             maxes[i] = float(peaks[j])
 
@@ -89,42 +124,36 @@ class Snapshot:
     CPU, foreach copies elsewhere), to measure ||p_new - p_old|| after it."""
 
     def __init__(self, tensors: list[torch.Tensor]) -> None:
-        self._arrays = _numpy_all(tensors)
+        arrays = _numpy_all(tensors)
         self._copies: list[torch.Tensor] = []
+        self._sizes: list[int] | None = None  # per parameter, when the copy is one flat CPU array
         self._flat = np.empty(0, np.float32)
-        if self._arrays is not None:
-            self._flat = np.concatenate([a.reshape(-1) for a in self._arrays]) if self._arrays else self._flat
+        if arrays is not None:
+            self._sizes = [a.size for a in arrays]
+            self._flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else self._flat
         else:
             self._copies = foreach(torch._foreach_mul, tensors, 1.0)  # one call copies them all
 
     def weight_norms(self) -> list[float] | torch.Tensor:
-        if self._arrays is not None:
-            return cpu_norms(self._pieces(self._flat))
+        if self._sizes is not None:
+            return flat_norms(self._flat, self._sizes)
         return norms(self._copies)
 
     def update_norms(self, tensors: list[torch.Tensor]) -> list[float] | torch.Tensor:
         """||new - old|| per parameter (`tensors`: the same parameters, after the step)."""
-        if self._arrays is None:
+        if self._sizes is None:
             diffs = foreach(torch._foreach_sub, tensors, self._copies)
             return global_norms(diffs) if any(is_distributed_tensor(t) for t in diffs) else norms(diffs)
         arrays = _numpy_all(tensors)
-        if arrays is None or [a.size for a in arrays] != self._sizes():  # moved or resized by step(): no ratio
+        if arrays is None or [a.size for a in arrays] != self._sizes:  # moved or resized by step(): no ratio
             return [math.nan] * len(tensors)
         new = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else self._flat
         with np.errstate(all="ignore"):
             np.subtract(new, self._flat, out=new)
-        return cpu_norms(self._pieces(new))
+        return flat_norms(new, self._sizes)
 
     def release(self) -> None:
-        self._copies, self._flat, self._arrays = [], np.empty(0, np.float32), []
-
-    def _sizes(self) -> list[int]:
-        return [a.size for a in self._arrays or []]
-
-    def _pieces(self, flat: np.ndarray) -> list[np.ndarray]:
-        """`flat` cut back into one array per parameter."""
-        ends = np.cumsum(self._sizes()).tolist()
-        return [flat[e - s : e] for e, s in zip(ends, self._sizes(), strict=True)]
+        self._copies, self._flat = [], np.empty(0, np.float32)
 
 
 def _numpy_all(tensors: list[torch.Tensor]) -> list[np.ndarray] | None:

@@ -37,11 +37,3 @@ class Rotation:
             owners = set(chosen.values())
             share = self._shares[phase] = (chosen, [p for p in self.params if p[1] in owners])
         return share
-
-    @property
-    def note(self) -> str:
-        """How the modules are shared out, for the docs and `Watch.coverage`."""
-        if self.stride == 1:
-            return f"all {len(self.names)} modules on every sampled step"
-        return (f"{len(self.names)} modules: each sampled step measures the root and every {self.stride}th module "
-                f"(a different share each time), so each module every {self.stride}th sampled step")  # fmt: skip

@@ -26,7 +26,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ..flatten import flatten
 from ..layers.registry import REGISTRY
-from ..tensor_capture import Capture, Stats, resolved
+from ..tensor_capture import Capture, Stats, resolved, tensor_version
 from ..tensor_stats import SAMPLE, as_numpy
 from . import nan_origin
 from .guard import Guard
@@ -144,17 +144,17 @@ class StepSampler:
         if module._modules or id(module) not in self._names or getattr(module, "inplace", False) is True:
             return
         if threading.get_ident() == self._thread:
-            self._versions[id(module)] = [(t, _version(t)) for t in _floats(args)]
+            self._versions[id(module)] = [(t, tensor_version(t)) for t in _floats(args)]
 
     def _record(self, module: nn.Module, name: str, args: tuple[Any, ...], output: Any) -> None:
         pending = _Pending(LayerHealth(name, type(module).__name__, module.training, leaf=not module._modules))
         before = self._versions.pop(id(module), None)
         if before:
-            pending.health.input_modified = any(v >= 0 and _version(t) > v for t, v in before)
+            pending.health.input_modified = any(v >= 0 and tensor_version(t) > v for t, v in before)
         capture = self._capture
         ins = _floats(args)
         for t in ins:
-            pending.inputs.append((t, _version(t)) if t.device.type == "cpu" else capture.stats(t))
+            pending.inputs.append((t, tensor_version(t)) if t.device.type == "cpu" else capture.stats(t))
         outs = _floats(output)
         if outs:
             y = outs[0]
@@ -358,19 +358,12 @@ def _floats(value: Any) -> list[torch.Tensor]:
     return [t for _, t in found if t.is_floating_point()]
 
 
-def _version(t: torch.Tensor) -> int:
-    try:
-        return int(t._version)
-    except RuntimeError:  # inference tensors
-        return -1
-
-
 def _input_finite(x: Any) -> bool:
     """A CPU input (tensor, version at the call) free of NaN/Inf; an input changed in
     place since the call counts as finite (its values then are not known)."""
     if not isinstance(x, tuple):
         return _finite(resolved(x))
     t, version = x
-    if version != _version(t):
+    if version != tensor_version(t):
         return True
     return nan_origin.grad_finite_tensor(t)
