@@ -9,6 +9,7 @@ summarised once, however many layers it passes through.
 
 from __future__ import annotations
 
+import math
 import weakref
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from .records import TensorInfo, TensorStats
-from .tensor_stats import StatsBatch, cpu_stats, device_reductions, host_stats, summarisable
+from .tensor_stats import StatsBatch, as_numpy, cpu_stats, device_reductions, host_stats, summarisable
 
 ValuesMode = Literal["stats", "full"] | None
 DEFAULT_MAX_BYTES = 256 * 2**20  # the default of TraceOptions.max_bytes
@@ -41,14 +42,16 @@ class Deferred:
         self.index = index
 
 
-class _Staged:
+class Staged:
     """Statistics still to come (a batch not yet reduced, reductions still on a
-    device); setting `stats` fills in the infos made meanwhile (see `Capture.tensor`)."""
+    device); setting `stats` fills in the infos made meanwhile (see `Capture.tensor`).
+    A batch also sets `squares`, the sum of squares (a gradient's norm, squared)."""
 
-    __slots__ = ("_stats", "waiting")
+    __slots__ = ("_stats", "squares", "waiting")
 
     def __init__(self) -> None:
         self._stats: TensorStats | None = None
+        self.squares = math.nan
         self.waiting: list[TensorInfo] = []
 
     @property
@@ -63,7 +66,7 @@ class _Staged:
         self.waiting = []
 
 
-class _Pending(_Staged):
+class _Pending(Staged):
     """Handles of one tensor's on-device reductions, resolved by `finalize` into `stats`."""
 
     __slots__ = ("counts", "numel", "vec")
@@ -75,12 +78,12 @@ class _Pending(_Staged):
         self.numel = numel
 
 
-Stats = TensorStats | _Staged | None
+Stats = TensorStats | Staged | None
 
 
 def resolved(stats: Stats) -> TensorStats | None:
     """The numbers behind a `Stats` handle (after `finalize`)."""
-    return stats.stats if isinstance(stats, _Staged) else stats
+    return stats.stats if isinstance(stats, Staged) else stats
 
 
 class Capture:
@@ -120,7 +123,7 @@ class Capture:
         return (path, shape, t.dtype, t.device, t.requires_grad, seen[2], seen[3])
 
     def stats(self, t: torch.Tensor) -> Stats:
-        """Only `t`'s statistics (a `_Staged` handle until `finalize`), deduplicated
+        """Only `t`'s statistics (a `Staged` handle until `finalize`), deduplicated
         as in `take`: for watch, which keeps numbers, not tensor descriptions."""
         seen = self._seen.get(id(t))
         if seen is None or seen[0]() is not t or seen[1] != t._version:
@@ -133,7 +136,7 @@ class Capture:
         entry = self.take(path, t, where)
         info = TensorInfo(path, plain_shape(entry[1]), dtype_name(entry[2]), _device_name(entry[3]), entry[4])
         stats = entry[5]
-        if isinstance(stats, _Staged):
+        if isinstance(stats, Staged):
             if stats.stats is not None:  # already resolved (a batch flushed when full)
                 info.stats = stats.stats
             else:
@@ -147,7 +150,7 @@ class Capture:
     def info(entry: tuple[Any, ...]) -> TensorInfo:
         """The `TensorInfo` of a `take` tuple, after `finalize`."""
         stats = entry[5]
-        if isinstance(stats, _Staged):
+        if isinstance(stats, Staged):
             stats = stats.stats
         return TensorInfo(entry[0], plain_shape(entry[1]), dtype_name(entry[2]), _device_name(entry[3]), entry[4],
                           stats, entry[6])  # fmt: skip
@@ -177,6 +180,10 @@ class Capture:
         """Reduce the small tensors staged so far (their handles' `stats` are set)."""
         if self._batch is not None:
             self._batch.flush()
+
+    def staged_finite(self) -> bool:
+        """Whether the small tensors staged and not yet reduced are all free of NaN/Inf."""
+        return self._batch is None or self._batch.finite()
 
     def finalize(self) -> None:
         """Move every deferred result to the host at once and fill in the stats."""
@@ -220,13 +227,16 @@ class Capture:
 
     def _launch_stats(self, t: torch.Tensor) -> Stats:
         """Stats of `t`: computed now on the CPU, launched on other devices."""
+        a = as_numpy(t)  # the common case first: a plain float32/float64 CPU tensor
+        if a is not None and a.size:
+            return self.stage(a) or cpu_stats(t.detach(), self.sample)
         x = summarisable(t)
         if x is None:
             return None
         if self._reads_are_free(x.device):
             batch = self._batch
             if batch is not None and x.dtype == torch.float32 and x.numel() <= batch.LARGEST and not x.is_neg():
-                staged = _Staged()
+                staged = Staged()
                 batch.add(x.numpy(), staged)
                 return staged
             return cpu_stats(x, self.sample)
@@ -234,6 +244,16 @@ class Capture:
         pending = _Pending(self._enqueue(vec), self._enqueue(counts), x.numel())
         self._pending.append(pending)
         return pending
+
+    def stage(self, a: np.ndarray) -> Staged | None:
+        """A small float32 array's statistics (and `squares`), staged in the batch
+        (None: not batched, too large or not float32)."""
+        batch = self._batch
+        if batch is None or a.dtype != np.float32 or not 0 < a.size <= batch.LARGEST:
+            return None
+        staged = Staged()
+        batch.add(a, staged)
+        return staged
 
     def _copy(self, t: torch.Tensor, where: str) -> np.ndarray | None:
         """A CPU numpy copy of `t`, unless that would pass the `max_bytes` budget."""

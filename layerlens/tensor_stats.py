@@ -142,10 +142,13 @@ class StatsBatch:
     one staging buffer (so a later in-place edit cannot change them), and every
     `CAPACITY` elements, or at `flush`, segmented reductions (`reduceat`, in
     float64) give all of them at once; each handle's `stats` is set then. The
-    buffer is the memory this costs, whatever the model's size.
+    buffer (from `FIRST` elements, doubling up to `CAPACITY`) is the memory this
+    costs, whatever the model's size. Each handle also gets `squares`, the sum of
+    its squares.
     """
 
     CAPACITY = 2**20
+    FIRST = 2**14  # the first buffer's size: 64 KiB from the heap, where 4 MiB would be fresh pages to fault in
     LARGEST = 8192  # tensors up to this many elements are batched
 
     def __init__(self) -> None:
@@ -159,12 +162,18 @@ class StatsBatch:
         n = a.size
         if self._used + n > self._buf.size:
             self.flush()
-            if not self._buf.size:
-                self._buf = np.empty(self.CAPACITY, np.float32)
+            if self._buf.size < self.CAPACITY:  # grows while there is more to stage
+                self._buf = np.empty(min(self.CAPACITY, max(self.FIRST, 2 * self._buf.size, n)), np.float32)
         self._buf[self._used : self._used + n] = a.reshape(-1)
         self._starts.append(self._used)
         self._used += n
         self._handles.append(handle)
+
+    def finite(self) -> bool:
+        """Whether everything staged since the last flush is free of NaN/Inf: one sum
+        (a float32 overflow reads as not finite, which only costs a `flush`)."""
+        with np.errstate(all="ignore"):
+            return math.isfinite(float(np.add.reduce(self._buf[: self._used])))
 
     def flush(self) -> None:
         """Compute the statistics of everything staged, and empty the buffer."""
@@ -178,23 +187,24 @@ class StatsBatch:
             sums = np.add.reduceat(data, starts, dtype=np.float64).tolist()
             squares = np.add.reduceat(np.square(data, dtype=np.float64), starts).tolist()
             zeros = np.add.reduceat(data == 0, starts, dtype=np.int64).tolist()
-        ends = [*self._starts[1:], self._used]
-        for j, handle in enumerate(self._handles):
-            handle.stats = self._stats(data[self._starts[j] : ends[j]], lo[j], hi[j], sums[j], squares[j], zeros[j])
+            ends = [*self._starts[1:], self._used]
+            for j, handle in enumerate(self._handles):
+                handle.stats = self._stats(data[self._starts[j] : ends[j]], lo[j], hi[j], sums[j], squares[j], zeros[j])
+                handle.squares = squares[j]
         self._used = 0
         self._starts, self._handles = [], []
 
     @staticmethod
     def _stats(a: np.ndarray, lo: float, hi: float, s: float, sq: float, zeros: int) -> TensorStats:
-        """One tensor's TensorStats from its segment's reductions (the rules of `_numpy_stats_of`)."""
+        """One tensor's TensorStats from its segment's reductions (the rules of
+        `_numpy_stats_of`; called under `np.errstate(all="ignore")`)."""
         n = a.size
         nan = inf = 0
         if not (math.isfinite(lo) and math.isfinite(hi)):
             nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
         mean = s / n
         q = math.sqrt(sq) if sq >= 0 else math.nan
-        with np.errstate(all="ignore"):
-            std = _std(n, mean, q, lambda: float(np.std(a.astype(np.float64), ddof=1)))
+        std = _std(n, mean, q, lambda: float(np.std(a.astype(np.float64), ddof=1)))
         return TensorStats(lo, hi, mean, std, nan, inf, zeros / n)
 
 
@@ -231,7 +241,8 @@ def as_numpy(t: torch.Tensor) -> np.ndarray | None:
     """A numpy view of a CPU float tensor (numpy's reductions cost a quarter of
     torch's per call there); None elsewhere."""
     plain = type(t) is torch.Tensor or type(t) is torch.nn.Parameter  # not a subclass (a DTensor has no numpy)
-    if plain and t.device.type == "cpu" and t.dtype in _NUMPY_FLOATS and not t.is_neg() and t.layout == torch.strided:
+    dense = t.layout is torch.strided and not (t.is_neg() or t.is_nested)
+    if plain and t.is_cpu and t.dtype in _NUMPY_FLOATS and dense:
         return t.detach().numpy()
     return None
 

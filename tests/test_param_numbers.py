@@ -31,7 +31,7 @@ def test_norms_and_update_norms_match_numpy(sizes: list[int], small: int, chunk:
         tensors = [torch.randn(s, generator=gen) * 3 for s in sizes]
         want = [float(np.linalg.norm(t.numpy().astype(np.float64))) for t in tensors]
         peaks = [float(np.abs(t.numpy()).max(initial=0.0)) for t in tensors]
-        assert np.allclose(param_numbers.cpu_norms([t.numpy() for t in tensors], both=True), want + peaks, rtol=1e-5)
+        assert np.allclose(param_numbers.cpu_norms(tensors, both=True), want + peaks, rtol=1e-5)
         snapshot = param_numbers.Snapshot(tensors)
         assert np.allclose(snapshot.weight_norms(), want, rtol=1e-5)
         moved = [t + 0.5 for t in tensors]
@@ -53,3 +53,31 @@ def test_sparse_gradients_do_not_stop_the_watch() -> None:
     assert w.step_count == 6 and len(w.history) == 2
     table = next(p for p in w.history[-1].params if p.name == "0.weight")
     assert table.grad_norm is not None and table.grad_norm > 0 and table.update_ratio is not None
+
+
+def test_watched_numbers_match_torch_after_a_parameter_is_replaced() -> None:
+    """Batched gradient norms and the cached parameter views agree with torch's own
+    numbers, also once `p.data` is swapped for new storage between sampled steps."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 6)
+    expected = []
+    with ll.watch(model, every=1, optimizer=opt, trace_first=False) as w:
+        for step in range(3):
+            if step == 2:
+                model[0].weight.data = torch.randn(5, 6) * 2  # new storage: the old view is stale
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            grads = {n: p.grad.norm().item() for n, p in model.named_parameters()}
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            opt.step()
+            after = dict(model.named_parameters())
+            ratios = {n: ((after[n].detach() - b).norm() / b.norm()).item() for n, b in before.items()}
+            expected.append((grads, ratios))
+    assert len(w.history) == 3
+    for record, (grads, ratios) in zip(w.history, expected, strict=True):
+        got = {p.name: p for p in record.params}
+        for name in grads:
+            assert got[name].grad_norm == pytest.approx(grads[name], rel=1e-5)
+            assert got[name].update_ratio == pytest.approx(ratios[name], rel=1e-4)

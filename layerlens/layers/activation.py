@@ -124,7 +124,8 @@ def relu_health(module: nn.Module, x: torch.Tensor | None, y: torch.Tensor) -> d
         return {}
     a = as_numpy(y)
     if a is not None:
-        return {"dead": float((a.max(axis=0) == 0).mean())}
+        peaks = np.maximum.reduce(a, axis=0)
+        return {"dead": 1.0 - np.count_nonzero(peaks) / max(1, peaks.size)}
     return {"dead": (y.amax(dim=0) == 0).to(torch.float32).mean()}
 
 

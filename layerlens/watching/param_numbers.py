@@ -1,16 +1,17 @@
 """Norms of many parameters (or their gradients) at once, and the size of the
 optimizer's update: what a sampled step measures per parameter.
 
-On the CPU a model's small tensors are measured together: one copy into a
-flat buffer and segmented numpy reductions (`reduceat`), since a call per
-tensor costs more than the arithmetic (4,000 tensors of a 2,000-layer MLP:
-~3 us each per op, against ~1 us each for the whole batch); large tensors get
-their own BLAS dot. Elsewhere, `torch._foreach_norm` keeps everything on the
-device; sharded DTensors are reduced across ranks (see `sharded`).
+On the CPU a model's small tensors are measured together: one `torch.cat` into
+a flat buffer and segmented numpy reductions (`reduceat`), since a call per
+tensor costs more than the arithmetic (~2 us a tensor to even reach its
+values from Python here); large tensors get their own BLAS dot. Elsewhere,
+`torch._foreach_norm` keeps everything on the device; sharded DTensors are
+reduced across ranks (see `sharded`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -22,6 +23,7 @@ from .sharded import global_norms, is_distributed_tensor
 
 SMALL = 2**16  # tensors up to this many elements share one buffer
 CHUNK = 2**22  # the buffer's most elements at a time (16 MiB of float32)
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # not a subclass: a DTensor or a wrapper has no numpy view
 
 
 def norms(tensors: list[torch.Tensor], both: bool = False) -> list[float] | torch.Tensor:
@@ -31,9 +33,8 @@ def norms(tensors: list[torch.Tensor], both: bool = False) -> list[float] | torc
     tensors = [t.coalesce().values() if t.is_sparse else t for t in tensors]
     if any(is_distributed_tensor(t) for t in tensors):  # FSDP2 shards: reduced across ranks
         return global_norms(tensors, both)
-    arrays = _numpy_all(tensors)
-    if arrays is not None:
-        return cpu_norms(arrays, both)
+    if on_cpu(tensors):
+        return cpu_norms(tensors, both)
     orders = (2.0, math.inf) if both else (2.0,)
     if len({(t.device, t.dtype) for t in tensors}) == 1:
         return torch.cat([torch.stack(torch._foreach_norm(tensors, o)).to(torch.float64) for o in orders])
@@ -41,23 +42,29 @@ def norms(tensors: list[torch.Tensor], both: bool = False) -> list[float] | torc
     return torch.stack([torch.linalg.vector_norm(t, o).to(device, torch.float64) for o in orders for t in tensors])
 
 
-def cpu_norms(arrays: list[np.ndarray], both: bool = False) -> list[float]:
-    """`norms` of numpy arrays: the small ones copied together, `CHUNK` elements at a
-    time, and measured with segmented reductions; large ones one by one."""
-    n = len(arrays)
+def on_cpu(tensors: list[torch.Tensor]) -> bool:
+    """Whether every tensor is a plain, dense floating-point CPU tensor (numpy measures those)."""
+    return all(type(t) in _PLAIN and t.is_cpu and not t.is_sparse and t.is_floating_point() for t in tensors)
+
+
+def cpu_norms(tensors: list[torch.Tensor], both: bool = False) -> list[float]:
+    """`norms` of CPU tensors (see `on_cpu`): the small ones copied together, `CHUNK`
+    elements at a time, and measured with segmented reductions; large ones one by one."""
+    n = len(tensors)
     out, maxes = [0.0] * n, [0.0] * n
     batch: list[int] = []
     filled = 0
-    for i, a in enumerate(arrays):
-        if a.size > SMALL:
-            _one(a.reshape(-1), i, out, maxes, both)
-        elif a.size:
+    for i, t in enumerate(tensors):
+        size = t.numel()
+        if size > SMALL:
+            _one(_values(t), i, out, maxes, both)
+        elif size:
             batch.append(i)
-            filled += a.size
+            filled += size
             if filled >= CHUNK:
-                _copied_together(arrays, batch, out, maxes, both)
+                _copied_together(tensors, batch, out, maxes, both)
                 batch, filled = [], 0
-    _copied_together(arrays, batch, out, maxes, both)
+    _copied_together(tensors, batch, out, maxes, both)
     return out + maxes if both else out
 
 
@@ -81,6 +88,22 @@ def flat_norms(flat: np.ndarray, sizes: list[int]) -> list[float]:
     return out
 
 
+def flat_copy(tensors: list[torch.Tensor]) -> np.ndarray:
+    """One new flat float32/float64 array holding all the (CPU) tensors' values in order."""
+    if not tensors:
+        return np.empty(0, np.float32)
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors])  # always a copy
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.float()
+    return flat.numpy()
+
+
+def _values(t: torch.Tensor) -> np.ndarray:
+    """A flat numpy view of one CPU tensor (a float32 copy where numpy has no view of it)."""
+    a = as_numpy(t)
+    return a.reshape(-1) if a is not None else flat_copy([t])
+
+
 def _one(flat: np.ndarray, i: int, out: list[float], maxes: list[float], both: bool) -> None:
     with np.errstate(all="ignore"):
         out[i] = norm_of(flat)
@@ -88,11 +111,11 @@ def _one(flat: np.ndarray, i: int, out: list[float], maxes: list[float], both: b
             maxes[i] = float(np.abs(flat).max())
 
 
-def _copied_together(arrays: list[np.ndarray], batch: list[int], out: list[float], maxes: list[float],
+def _copied_together(tensors: list[torch.Tensor], batch: list[int], out: list[float], maxes: list[float],
                      both: bool) -> None:  # fmt: skip
     if batch:
-        parts = [arrays[i].reshape(-1) for i in batch]
-        _segments(np.concatenate(parts), batch, [p.size for p in parts], out, maxes, both)
+        parts = [tensors[i] for i in batch]
+        _segments(flat_copy(parts), batch, [t.numel() for t in parts], out, maxes, both)
 
 
 def _segments(flat: np.ndarray, index: list[int], sizes: list[int], out: list[float], maxes: list[float],
@@ -101,7 +124,7 @@ def _segments(flat: np.ndarray, index: list[int], sizes: list[int], out: list[fl
     with these sizes, into `out[index[j]]` (and `maxes`)."""
     if not index:
         return
-    starts = np.cumsum([0, *sizes[:-1]])
+    starts = _starts(tuple(sizes))
     with np.errstate(all="ignore"):
         squares = np.add.reduceat(np.square(flat), starts, dtype=np.float64)
         roots = np.sqrt(squares).tolist()
@@ -113,24 +136,59 @@ def _segments(flat: np.ndarray, index: list[int], sizes: list[int], out: list[fl
             maxes[i] = float(peaks[j])
 
 
+@functools.lru_cache(maxsize=256)
+def _starts(sizes: tuple[int, ...]) -> np.ndarray:
+    """Segment starts for these sizes (a model's sizes repeat every sampled step)."""
+    starts = np.cumsum((0, *sizes[:-1]))
+    starts.flags.writeable = False
+    return starts
+
+
 def norm_of(a: np.ndarray) -> float:
     """The 2-norm of a flat array; in float64 where float32 squares overflow."""
     norm = math.sqrt(float(np.dot(a, a)))
     return norm if math.isfinite(norm) else float(np.linalg.norm(a.astype(np.float64)))
 
 
+class Views:
+    """Flat numpy views of CPU parameters, kept from one sampled step to the next: a
+    parameter keeps its storage, so a view is made again only when the parameter's
+    address or size changed (`p.data = ...`, a resize)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[int, tuple[torch.Tensor, int, int, np.ndarray]] = {}
+
+    def of(self, tensors: list[torch.Tensor]) -> list[np.ndarray] | None:
+        """A flat view (or, for a non-contiguous tensor, a copy) of each tensor; None
+        unless numpy can read every one."""
+        out, kept = [], self._kept
+        for t in tensors:
+            hit = kept.get(id(t))
+            if hit is None or hit[0] is not t or hit[1] != t.data_ptr() or hit[2] != t.numel():
+                a = as_numpy(t)
+                if a is None:
+                    return None
+                if not a.flags.c_contiguous:  # its reshape is a copy: made again each time
+                    out.append(a.reshape(-1))
+                    continue
+                hit = kept[id(t)] = (t, t.data_ptr(), t.numel(), a.reshape(-1))
+            out.append(hit[3])
+        return out
+
+
 class Snapshot:
     """Each parameter's values before the optimizer's step (one flat copy on the
     CPU, foreach copies elsewhere), to measure ||p_new - p_old|| after it."""
 
-    def __init__(self, tensors: list[torch.Tensor]) -> None:
-        arrays = _numpy_all(tensors)
+    def __init__(self, tensors: list[torch.Tensor], views: Views | None = None) -> None:
         self._copies: list[torch.Tensor] = []
         self._sizes: list[int] | None = None  # per parameter, when the copy is one flat CPU array
         self._flat = np.empty(0, np.float32)
+        self._views = views or Views()
+        arrays = self._views.of(tensors)
         if arrays is not None:
             self._sizes = [a.size for a in arrays]
-            self._flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else self._flat
+            self._flat = np.concatenate(arrays) if arrays else self._flat
         else:
             self._copies = foreach(torch._foreach_mul, tensors, 1.0)  # one call copies them all
 
@@ -144,27 +202,16 @@ class Snapshot:
         if self._sizes is None:
             diffs = foreach(torch._foreach_sub, tensors, self._copies)
             return global_norms(diffs) if any(is_distributed_tensor(t) for t in diffs) else norms(diffs)
-        arrays = _numpy_all(tensors)
+        arrays = self._views.of(tensors)
         if arrays is None or [a.size for a in arrays] != self._sizes:  # moved or resized by step(): no ratio
             return [math.nan] * len(tensors)
-        new = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else self._flat
+        new = np.concatenate(arrays) if arrays else self._flat
         with np.errstate(all="ignore"):
             np.subtract(new, self._flat, out=new)
         return flat_norms(new, self._sizes)
 
     def release(self) -> None:
         self._copies, self._flat = [], np.empty(0, np.float32)
-
-
-def _numpy_all(tensors: list[torch.Tensor]) -> list[np.ndarray] | None:
-    """Numpy views of all the tensors, or None unless every one has one."""
-    arrays = []
-    for t in tensors:
-        a = as_numpy(t)
-        if a is None:
-            return None
-        arrays.append(a)
-    return arrays
 
 
 def foreach(op: Any, *args: Any) -> list[torch.Tensor]:

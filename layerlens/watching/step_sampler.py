@@ -26,12 +26,12 @@ from torch.utils.hooks import RemovableHandle
 
 from ..flatten import flatten
 from ..layers.registry import REGISTRY
-from ..tensor_capture import Capture, Stats, resolved, tensor_version
+from ..tensor_capture import Capture, Staged, Stats, resolved, tensor_version
 from ..tensor_stats import SAMPLE, as_numpy
 from . import nan_origin
 from .guard import Guard
 from .health import LayerHealth, ParamHealth, StepRecord
-from .param_numbers import Snapshot, norm_of, norms
+from .param_numbers import Snapshot, Views, norm_of, norms
 from .sharded import local
 
 # Activations larger than SAMPLE get exact min/max/NaN/Inf and mean/std/zeros from a strided sample of
@@ -67,9 +67,14 @@ class _GradHook:
         if guard is not None and guard.broken is not None:
             return
         try:
-            with torch.no_grad():
-                numbers = _grad_numbers(grad)
-                self.pending.grad = numbers if isinstance(numbers, list) else self.sampler._capture.defer(numbers)
+            capture = self.sampler._capture
+            a = as_numpy(grad)
+            staged = capture.stage(a) if a is not None else None  # a small one: reduced with the others at resolve
+            if staged is not None:
+                self.pending.grad = staged
+                return
+            numbers = _grad_numbers(grad)
+            self.pending.grad = numbers if isinstance(numbers, list) else capture.defer(numbers)
         except Exception as exc:  # never into the user's backward (see guard)
             if guard is None:
                 raise
@@ -80,7 +85,14 @@ class StepSampler:
     """Collects one sampled step; `resolve` (then `complete`) gives its StepRecord."""
 
     def __init__(
-        self, step: int, rank: int, names: dict[int, str], params: Params, hook_grads: bool, guard: Guard | None = None
+        self,
+        step: int,
+        rank: int,
+        names: dict[int, str],
+        params: Params,
+        hook_grads: bool,
+        guard: Guard | None = None,
+        views: Views | None = None,
     ) -> None:
         self.step, self.rank = step, rank
         self._guard = guard
@@ -94,6 +106,7 @@ class StepSampler:
         self._unsettled = 0  # layers from here on still hold their CPU inputs (see _settle)
         self._grad_refs: dict[str, torch.Tensor] = {}
         self._before: Snapshot | None = None
+        self._views = views  # the watch's numpy views of its parameters, kept across steps
         self._updated: list[str] = []  # the parameters in the snapshot
         self._weight_norms: Any = None
         self._late = Capture("stats")  # after the optimizer's step: the update norms
@@ -135,8 +148,12 @@ class StepSampler:
         name = self._names.get(id(module))
         if name is None or threading.get_ident() != self._thread:
             return
-        with torch.no_grad():
+        enabled = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)  # torch.no_grad() costs more than a small layer's numbers
+        try:
             self._record(module, name, args, output)
+        finally:
+            torch._C._set_grad_enabled(enabled)
 
     def _pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         """A leaf's input versions before its call, to see whether the call changed them
@@ -188,8 +205,9 @@ class StepSampler:
         fresh = self._layers[self._unsettled :]
         if not fresh:
             return
-        self._capture.flush_batch()  # the outputs' statistics, to know which are not finite
-        for pending in fresh:
+        if not self._capture.staged_finite():  # then each staged output's statistics, to know which
+            self._capture.flush_batch()
+        for pending in fresh:  # (a handle not yet reduced is a finite output)
             if pending.inputs and not _finite(resolved(pending.output)):
                 pending.health.inputs_finite = all(_input_finite(x) for x in pending.inputs)
             pending.inputs = [x for x in pending.inputs if not isinstance(x, tuple)]
@@ -210,9 +228,9 @@ class StepSampler:
         """Keep the gradients and a copy of each parameter before the optimizer changes them."""
         with torch.no_grad():
             self._grad_refs = {n: p.grad for n, _, p in self._params if p.grad is not None} or self._grad_refs
-            live = [(n, p.detach()) for n, _, p in self._params if p.requires_grad]
+            live = [(n, p) for n, _, p in self._params if p.requires_grad]
             if live:
-                self._before = Snapshot([t for _, t in live])
+                self._before = Snapshot([t for _, t in live], self._views)
                 self._updated = [n for n, _ in live]
                 self._weight_norms = _keep(self._capture, self._before.weight_norms())
 
@@ -221,7 +239,7 @@ class StepSampler:
         if self._before is None:
             return
         with torch.no_grad():
-            current = {n: p.detach() for n, _, p in self._params}
+            current = {n: p for n, _, p in self._params}
             self._update_norms = _keep(self._late, self._before.update_norms([current[n] for n in self._updated]))
         self._before.release()  # free the copies
         self._before = None
@@ -237,27 +255,33 @@ class StepSampler:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        names = list(self._grad_refs)
-        grads = [self._grad_refs[n] for n in names]
-        with torch.no_grad():  # norms and largest |g| of every gradient, as one vector
-            grad_numbers = _keep(self._capture, norms(grads, both=True)) if grads else None
         capture = self._capture
+        # small CPU gradients join the batch (one set of reductions for everything); the rest get `norms`
+        staged = {n: capture.stage(a) for n, g in self._grad_refs.items() if (a := as_numpy(g)) is not None}
+        rest = [n for n in self._grad_refs if staged.get(n) is None]
+        grads = [self._grad_refs[n] for n in rest]
+        with torch.no_grad():  # norms and largest |g| of every other gradient, as one vector
+            grad_numbers = _keep(capture, norms(grads, both=True)) if grads else None
         capture.finalize()
         record = StepRecord(self.step, self.rank)
         record.layers = [self._layer(pending) for pending in self._layers]
-        numbers = _as_list(capture.resolve(grad_numbers), 2 * len(names))
+        numbers = _as_list(capture.resolve(grad_numbers), 2 * len(rest))
         weights = _as_list(capture.resolve(self._weight_norms), len(self._updated))
-        grad_at = {n: i for i, n in enumerate(names)}
+        rest_at = {n: i for i, n in enumerate(rest)}
         weight_at = {n: i for i, n in enumerate(self._updated)}
-        count = len(names)
+        count = len(rest)
         for name, module, _ in self._params:
             ph = ParamHealth(name, module)
-            i = grad_at.get(name)
-            if i is not None:
+            batched = staged.get(name)
+            if batched is not None and batched.stats is not None:
+                g = batched.stats
+                ph.grad_norm, ph.grad_max = math.sqrt(batched.squares), max(-g.min, g.max)
+                ph.grad_nan, ph.grad_inf = g.nan_count, g.inf_count
+            elif (i := rest_at.get(name)) is not None:
                 ph.grad_norm, ph.grad_max = numbers[i], numbers[count + i]
                 if not (math.isfinite(ph.grad_norm) and math.isfinite(ph.grad_max)):
-                    g = local(grads[i])  # a shard's counts, for a sharded gradient
-                    ph.grad_nan, ph.grad_inf = int(torch.isnan(g).sum()), int(torch.isinf(g).sum())
+                    part = local(grads[i])  # a shard's counts, for a sharded gradient
+                    ph.grad_nan, ph.grad_inf = int(torch.isnan(part).sum()), int(torch.isinf(part).sum())
             j = weight_at.get(name)
             if j is not None:
                 ph.weight_norm = weights[j]
@@ -277,8 +301,14 @@ class StepSampler:
             h.dead_fraction = _float(capture.resolve(measures.get("dead")))
             h.saturated_fraction = _float(capture.resolve(measures.get("saturated")))
             h.drop_rate = _float(capture.resolve(measures.get("dropped")))
-        if pending.grad is not None:
-            numbers = _as_list(capture.resolve(pending.grad), 4)
+        grad = pending.grad
+        if isinstance(grad, Staged):  # batched: its statistics give the numbers
+            g = grad.stats
+            if g is not None:
+                h.grad_norm, h.grad_max = math.sqrt(grad.squares), max(-g.min, g.max)
+                h.grad_nan, h.grad_inf = g.nan_count, g.inf_count
+        elif grad is not None:
+            numbers = _as_list(capture.resolve(grad), 4)
             h.grad_norm, h.grad_max = numbers[0], numbers[1]
             if len(numbers) == 4:
                 h.grad_nan, h.grad_inf = int(numbers[2]), int(numbers[3])
@@ -312,12 +342,16 @@ def _grad_numbers(g: torch.Tensor) -> Any:
     """[2-norm, max |g|, NaN count, Inf count] of a gradient: a list at once on the
     CPU (numpy's reductions, with the counts only when the extremes say there is
     something to count), elsewhere a deferred on-device vector."""
-    g = g.detach()
-    if g.numel() == 0:
-        return [0.0, 0.0, 0, 0]
     a = as_numpy(g)
     if a is not None:
-        return _numpy_grad_numbers(a.reshape(-1))
+        return _numpy_grad_numbers(a.reshape(-1)) if a.size else [0.0, 0.0, 0, 0]
+    with torch.no_grad():  # a backward with create_graph=True records ops
+        return _device_grad_numbers(g.detach())
+
+
+def _device_grad_numbers(g: torch.Tensor) -> Any:
+    if g.numel() == 0:
+        return [0.0, 0.0, 0, 0]
     lo, hi = torch.aminmax(g)
     numbers = torch.stack((torch.linalg.vector_norm(g), torch.maximum(-lo, hi))).to(torch.float64)
     return torch.cat((numbers, torch.stack((g.isnan().sum(), g.isinf().sum())).to(torch.float64)))

@@ -34,6 +34,7 @@ from .diagnoses import Diagnoses
 from .guard import Guard
 from .health import Alert, StepRecord
 from .output import JsonlWriter, render_table, to_board
+from .param_numbers import Views
 from .rotation import Rotation
 from .step_sampler import StepSampler
 
@@ -104,6 +105,7 @@ class Watch(Diagnoses):
         self._boards: list[Any] = []
         self._names: dict[int, str] = {}
         self._params: list[tuple[str, str, nn.Parameter]] = []
+        self._views = Views()  # numpy views of the parameters, kept across sampled steps
         self._mode_rules: list[tuple[str, nn.Module, Any]] = []
         if options is not None and not isinstance(options, TraceOptions):
             raise TypeError(f"options must be a layerlens.TraceOptions, got {type(options).__name__}")
@@ -179,6 +181,7 @@ class Watch(Diagnoses):
                 self._sampler.resolve()
                 self._sampler = None
             self._mode_rules, self._params, self._names, self._watched, self._rotation = [], [], {}, None, None
+            self._views = Views()
 
     def __enter__(self) -> Watch:
         return self.attach()
@@ -387,7 +390,8 @@ class Watch(Diagnoses):
         if (self.step_count - 1) % self.every == 0 and self._rotation is not None:
             hook_grads = self._optimizer is None
             names, params = self._rotation.pick(self._samples)
-            self._sampler = StepSampler(self.step_count, self._rank, names, params, hook_grads, self._guard)
+            self._sampler = StepSampler(self.step_count, self._rank, names, params, hook_grads, self._guard,
+                                        self._views)  # fmt: skip
             self._samples += 1
             self._pending_logs = {}
             model, optimizer = self._model(), self._optimizer() if self._optimizer is not None else None
