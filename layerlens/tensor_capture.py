@@ -234,12 +234,8 @@ class Capture:
         if x is None:
             return None
         if self._reads_are_free(x.device):
-            batch = self._batch
-            if batch is not None and x.dtype == torch.float32 and x.numel() <= batch.LARGEST and not x.is_neg():
-                staged = Staged()
-                batch.add(x.numpy(), staged)
-                return staged
-            return cpu_stats(x, self.sample)
+            staged = self.stage(x.numpy()) if x.dtype == torch.float32 and not x.is_neg() else None
+            return staged or cpu_stats(x, self.sample)
         vec, counts = device_reductions(x)
         pending = _Pending(self._enqueue(vec), self._enqueue(counts), x.numel())
         self._pending.append(pending)

@@ -273,10 +273,8 @@ class StepSampler:
         for name, module, _ in self._params:
             ph = ParamHealth(name, module)
             batched = staged.get(name)
-            if batched is not None and batched.stats is not None:
-                g = batched.stats
-                ph.grad_norm, ph.grad_max = math.sqrt(batched.squares), max(-g.min, g.max)
-                ph.grad_nan, ph.grad_inf = g.nan_count, g.inf_count
+            if batched is not None:
+                ph.grad_norm, ph.grad_max, ph.grad_nan, ph.grad_inf = _staged_grad(batched)
             elif (i := rest_at.get(name)) is not None:
                 ph.grad_norm, ph.grad_max = numbers[i], numbers[count + i]
                 if not (math.isfinite(ph.grad_norm) and math.isfinite(ph.grad_max)):
@@ -302,11 +300,8 @@ class StepSampler:
             h.saturated_fraction = _float(capture.resolve(measures.get("saturated")))
             h.drop_rate = _float(capture.resolve(measures.get("dropped")))
         grad = pending.grad
-        if isinstance(grad, Staged):  # batched: its statistics give the numbers
-            g = grad.stats
-            if g is not None:
-                h.grad_norm, h.grad_max = math.sqrt(grad.squares), max(-g.min, g.max)
-                h.grad_nan, h.grad_inf = g.nan_count, g.inf_count
+        if isinstance(grad, Staged):
+            h.grad_norm, h.grad_max, h.grad_nan, h.grad_inf = _staged_grad(grad)
         elif grad is not None:
             numbers = _as_list(capture.resolve(grad), 4)
             h.grad_norm, h.grad_max = numbers[0], numbers[1]
@@ -355,6 +350,15 @@ def _device_grad_numbers(g: torch.Tensor) -> Any:
     lo, hi = torch.aminmax(g)
     numbers = torch.stack((torch.linalg.vector_norm(g), torch.maximum(-lo, hi))).to(torch.float64)
     return torch.cat((numbers, torch.stack((g.isnan().sum(), g.isinf().sum())).to(torch.float64)))
+
+
+def _staged_grad(handle: Staged) -> tuple[float, float, int, int]:
+    """(2-norm, max |g|, NaN count, Inf count) of a gradient reduced in the batch
+    (after `finalize`): its sum of squares and its statistics give them."""
+    g = handle.stats
+    if g is None:  # not reduced: never after finalize
+        return math.nan, math.nan, 0, 0
+    return math.sqrt(handle.squares), max(-g.min, g.max), g.nan_count, g.inf_count
 
 
 def _numpy_grad_numbers(a: np.ndarray) -> list[float]:
