@@ -51,7 +51,7 @@ class StateGuard:
                 buffers += [(name, k, b) for k, b in m.named_buffers(recurse=False)]
                 continue
             ps, bs, ms = m._parameters, m._buffers, m._modules
-            self._modules.append((name, m, m.training, _table(ps), _table(bs), _table(ms)))
+            self._modules.append((name, m, m.training, ps and _table(ps), bs and _table(bs), ms and _table(ms)))
             if ps:
                 params += [(name, k, p) for k, p in ps.items() if p is not None]
             if bs:
@@ -61,23 +61,27 @@ class StateGuard:
         tensors = buffers + params if snapshot_params else buffers
         # an uninitialized (lazy) tensor has no values: the lazy model traced is a copy anyway
         lazy = (nn.parameter.UninitializedParameter, nn.parameter.UninitializedBuffer)
-        self._copies = [(name, k, t, t.detach().clone()) for name, k, t in tensors if not isinstance(t, lazy)]
+        kept = [e for e in tensors if not isinstance(e[2], lazy)]
+        with torch.no_grad():  # one grad-mode switch for all the copies
+            self._copies = [(name, k, t, t.clone()) for name, k, t in kept]
         self._rng = _rng_state()
 
     def restore(self) -> Restored:
         """Undo every change the forward made, each part on its own."""
         done = Restored()
-        for name, m, flag, *before in self._modules:
+        for name, m, flag, ps, bs, ms in self._modules:
             if m.training is not flag:
                 _attempt(done, name, "its train/eval flag", _set_flag, m, flag)
-            if before[0] is None:  # TorchScript
+            if ps is None:  # TorchScript
                 continue
-            tables: tuple[dict[str, Any], ...] = (m._parameters, m._buffers, m._modules)
-            for kind, table, was in zip(_KINDS, tables, before, strict=True):
-                if _changed(table, was):
-                    _attempt(done, name, f"its {kind} table", _put_table, table, was)
-        for name, k, t, copy in self._copies:
-            _attempt(done, _join(name, k), "its values", _put_values, t, copy)
+            p, b, c = m._parameters, m._buffers, m._modules  # unrolled: this runs once per module
+            if (p or ps) and _changed(p, ps):
+                _attempt(done, name, "its parameter table", _put_table, p, ps)
+            if (b or bs) and _changed(b, bs):
+                _attempt(done, name, "its buffer table", _put_table, b, bs)
+            if (c or ms) and _changed(c, ms):
+                _attempt(done, name, "its submodule table", _put_table, c, ms)
+        _put_all_values(done, self._copies)
         now = _versions([p for *_, p in self._params])
         if now != self._versions:
             copied = {id(t) for *_, t, _ in self._copies}
@@ -88,9 +92,6 @@ class StateGuard:
             ]
         _attempt(done, "", "the random number generators", _set_rng_state, self._rng)
         return done
-
-
-_KINDS = ("parameter", "buffer", "submodule")
 
 
 def _table(table: dict[str, Any]) -> Any:
@@ -131,6 +132,22 @@ def _put_table(table: dict[str, Any], was: Any) -> None:
     table.clear()
     if was:
         table.update(zip(*was, strict=True))
+
+
+def _put_all_values(done: Restored, copies: list[tuple[str, str, torch.Tensor, torch.Tensor]]) -> None:
+    """Copy every snapshot back: in one `_foreach_copy_` where nothing is unusual,
+    one by one (each failure noted by name) where that fails or a tensor was
+    resized or is an inference tensor."""
+    plain = [(t, c) for _, _, t, c in copies if t.shape == c.shape and not t.is_inference()]
+    if len(plain) == len(copies) and copies and hasattr(torch, "_foreach_copy_"):
+        try:
+            with torch.no_grad():
+                torch._foreach_copy_([t for t, _ in plain], [c for _, c in plain])
+            return
+        except Exception:  # mixed devices or dtypes it cannot take, ...: one by one below
+            pass
+    for name, k, t, copy in copies:
+        _attempt(done, _join(name, k), "its values", _put_values, t, copy)
 
 
 def _put_values(t: torch.Tensor, copy: torch.Tensor) -> None:
