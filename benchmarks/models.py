@@ -46,6 +46,19 @@ CASES = (
 )
 
 
+def _small_mlp() -> tuple[nn.Module, torch.Tensor]:
+    """The smallest loop a user debugs: a 3-layer MLP on a batch of 32."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+        x = torch.randn(32, 32)
+    return model, x
+
+
+# watch's targets hold on these too: the model set plus the smallest training loop
+TRAINING_CASES = (*CASES, Case("3-layer MLP (32-64-64-10), batch 32", "small MLP", _small_mlp))
+
+
 def training_loss(output: torch.Tensor) -> torch.Tensor:
     """A loss for any output: the mean square (the benchmark times the step, not learning)."""
     return output.float().pow(2).mean()

@@ -3,7 +3,13 @@
 A sample of a fast variant is a batch of calls lasting at least `MIN_SAMPLE_S`
 (the mean per call), so that a sub-millisecond forward is not measured against
 the timer's and the cold cache's noise; the garbage collector runs before each
-sample, not inside it."""
+sample, not inside it.
+
+The clock is the calling thread's CPU time: the benchmarks run torch on one
+thread (this one), and on a shared virtual machine wall-clock medians swing by
+±20% from run to run with other tenants' load (steal time), which this clock
+does not count. Work on other threads (a GPU's, torch's own pools) would not be
+counted either: `gpu.py` times with the wall clock and synchronisations."""
 
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ def interleaved(variants: dict[str, Callable[[], object]], rounds: int, warmup: 
 def _sample(fn: Callable[[], object], number: int) -> float:
     """Mean seconds per call over `number` back-to-back calls."""
     gc.collect()
-    start = time.perf_counter()
+    start = time.thread_time()
     for _ in range(number):
         fn()
-    return (time.perf_counter() - start) / number
+    return (time.thread_time() - start) / number
