@@ -31,7 +31,7 @@ from .records import NodeRef
 from .tensor_capture import Capture
 
 _PATHS = tuple(str(i) for i in range(16))  # "0", "1", ...: paths of positional tensors
-_NOTHING: list[tuple[Any, ...]] = []  # outputs of a call that has not returned (shared, never appended to)
+_NOTHING: tuple[tuple[Any, ...], ...] = ()  # outputs of a call that has not returned
 _ABSENT = object()  # no `_call_impl` of its own in the module's __dict__
 _PUSHED = object()  # a call that put the op-capture mode on the stack
 Tensors = list[tuple[str, torch.Tensor]]
@@ -67,8 +67,10 @@ class Recorder:
         self.mods: list[int] = []
         self.parents: list[int] = []
         self.training: list[bool] = []
-        self.inputs: list[list[tuple[Any, ...]]] = []
-        self.outputs: list[list[tuple[Any, ...]]] = []
+        # per call a tuple of `Capture.take` entries: tuples of plain values, which the
+        # garbage collector stops tracking, so a long trace does not slow its collections
+        self.inputs: list[tuple[tuple[Any, ...], ...]] = []
+        self.outputs: list[tuple[tuple[Any, ...], ...]] = []
         # sparse, by call index
         self.others: dict[int, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {}
         self.errors: dict[int, BaseException] = {}
@@ -166,25 +168,27 @@ class Recorder:
 
     # -- recording ----------------------------------------------------------------
 
-    def _grab(self, k: int, where: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def _grab(self, k: int, where: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], ...]:
         """The input entries of call `k`; a recording bug never breaks the forward."""
         try:
             if self.flow is None:
                 if not kwargs and len(args) == 1 and isinstance(args[0], torch.Tensor):
-                    return [self.capture.take("0", args[0], where)]
+                    return (self.capture.take("0", args[0], where),)
                 ins = self._capture(args, k, 0)
                 if kwargs:
                     ins += self._capture(kwargs, k, 0)
-                return ins
+                return tuple(ins)
             if not self._on:
                 return self._grab_flow(k, where, args, kwargs)
             with torch._C.DisableTorchFunction():  # our own torch calls are not the model's ops
                 return self._grab_flow(k, where, args, kwargs)
         except Exception as exc:
             self._warn(f"recording the inputs of {type(self.slots[self.mods[k]].module).__name__} failed: {exc!r}")
-            return []
+            return ()
 
-    def _grab_flow(self, k: int, where: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def _grab_flow(
+        self, k: int, where: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], ...]:
         """Inputs with their producers: one link per tensor that came from a known node."""
         flow = self.flow
         assert flow is not None
@@ -195,7 +199,7 @@ class Recorder:
                 t = args[0]
                 entry = self.capture.take("0", t, where)
                 flow.consume(t, k, entry[1], entry[2])
-                return [entry]
+                return (entry,)
         tensors: Tensors = []
         ins = self._capture(args, k, 0, tensors)
         if kwargs:
@@ -205,7 +209,7 @@ class Recorder:
                 flow.claim(t, NodeRef("input", path), only_new=True)
         for (_, t), entry in zip(tensors, ins, strict=True):
             flow.consume(t, k, entry[1], entry[2])
-        return ins
+        return tuple(ins)
 
     def _before(self, k: int, slot: Slot, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """The probe's `before`; and the op-capture mode on the torch-function stack
@@ -245,9 +249,9 @@ class Recorder:
             flow = self.flow
             if flow is None:
                 if isinstance(output, torch.Tensor):
-                    self.outputs[k] = [self.capture.take("", output, slot.name)]
+                    self.outputs[k] = (self.capture.take("", output, slot.name),)
                 else:
-                    self.outputs[k] = self._capture(output, k, 1)
+                    self.outputs[k] = tuple(self._capture(output, k, 1))
             elif self._on:
                 with torch._C.DisableTorchFunction():  # our own torch calls are not the model's ops
                     self._leave_flow(k, slot, output)
@@ -265,11 +269,11 @@ class Recorder:
         flow = self.flow
         assert flow is not None
         if isinstance(output, torch.Tensor) and self._stack:  # the common case
-            self.outputs[k] = [self.capture.take("", output, slot.name)]
+            self.outputs[k] = (self.capture.take("", output, slot.name),)
             flow.claim(output, k, k in self._inner)
             return
         tensors: Tensors = []
-        outs = self.outputs[k] = self._capture(output, k, 1, tensors)
+        outs = self.outputs[k] = tuple(self._capture(output, k, 1, tensors))
         only_new = k in self._inner
         for _, t in tensors:
             flow.claim(t, k, only_new)

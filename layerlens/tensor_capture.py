@@ -110,8 +110,8 @@ class Capture:
         """One tensor seen at `where` (a layer name, for warnings), as the tuple
         `(path, shape, dtype, device, requires_grad, stats, value)`; `info` turns it
         into a `TensorInfo` once the trace is over."""
-        try:
-            shape: Any = t.shape
+        try:  # a plain tuple: the collector stops tracking an entry of plain values (never one holding a Size)
+            shape: Any = tuple(t.shape)
         except RuntimeError:  # nested tensors with ragged dimensions
             shape = ()
         if self.values is None:
