@@ -1,15 +1,18 @@
 """Memory of one trace, measured in a fresh process so earlier runs leave nothing
 behind: the growth of peak RSS over a plain forward, Python-tracked peak
-(tracemalloc), and the bytes of values the trace keeps."""
+(tracemalloc, in a second trace: its bookkeeping would inflate the RSS), and the
+bytes of values the trace keeps."""
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
 import tracemalloc
 
 import torch
+from torch import nn
 
 import layerlens as ll
 
@@ -18,16 +21,32 @@ from .models import CASES
 
 def measure(index: int, values: str) -> dict[str, float]:
     model, x = CASES[index].build()
+    ll.trace(nn.Linear(2, 2), torch.ones(1, 2), values=values)  # type: ignore[arg-type]  # first-use imports, not this model's
+    gc.collect()
+    _reset_peak_rss()
     with torch.no_grad():
         model(x)  # the forward's own peak is the baseline
     base = _peak_rss()
-    tracemalloc.start()
     t = ll.trace(model, x, values=values, max_bytes=2**34)  # type: ignore[arg-type]
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
     grown = _peak_rss() - base
     kept = {id(i.value): i.value.nbytes for r in t for i in (*r.inputs, *r.outputs) if i.value is not None}
+    del t
+    gc.collect()
+    tracemalloc.start()  # after the RSS is read: tracemalloc's own bookkeeping would count in it
+    ll.trace(model, x, values=values, max_bytes=2**34)  # type: ignore[arg-type]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
     return {"rss": grown, "tracemalloc": peak, "kept": sum(kept.values()), "plain_peak": base, "peak": base + grown}
+
+
+def _reset_peak_rss() -> None:
+    """Start the peak RSS afresh (Linux: writing 5 to clear_refs resets VmHWM), so that
+    building the model and layerlens's first-use imports are not the baseline's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def _peak_rss() -> int:

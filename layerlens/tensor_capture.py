@@ -18,6 +18,7 @@ import torch
 
 from .records import TensorInfo, TensorStats
 from .tensor_stats import StatsBatch, as_numpy, cpu_stats, device_reductions, host_stats, summarisable
+from .value_arena import ValueArena
 
 ValuesMode = Literal["stats", "full"] | None
 DEFAULT_MAX_BYTES = 256 * 2**20  # the default of TraceOptions.max_bytes
@@ -96,6 +97,7 @@ class Capture:
         self.sample = sample  # see tensor_stats.cpu_stats: sampled mean/std/zeros for large tensors
         self.max_bytes = max_bytes
         self.bytes_kept = 0
+        self._arena = ValueArena()
         self.warnings: list[str] = []
         self._deferred: list[torch.Tensor] = []
         self._resolved: list[np.ndarray] = []
@@ -267,9 +269,21 @@ class Capture:
         x = t.detach().resolve_conj().resolve_neg()
         if wide:
             x = x.to(torch.float32)
-        x = x.to("cpu") if x.device.type != "cpu" else x.clone()
+        kept = self._carve(x)
+        if kept is None:  # a tensor subclass, or a copy the arena could not make
+            kept = x.to("cpu") if x.device.type != "cpu" else x.clone()
         self.bytes_kept += nbytes
-        return x.numpy()
+        return kept.numpy()
+
+    def _carve(self, x: torch.Tensor) -> torch.Tensor | None:
+        """`x` copied into the trace's value arena; None where that cannot be done
+        exactly (subclasses such as DTensor, an inference-mode block used outside it)."""
+        if type(x) is not torch.Tensor:
+            return None
+        try:
+            return self._arena.copy(x)
+        except RuntimeError:
+            return None
 
 
 _DEVICE_NAMES: dict[torch.device, str] = {}
