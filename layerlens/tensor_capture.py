@@ -267,21 +267,20 @@ class Capture:
                 )
             return None
         x = t.detach().resolve_conj().resolve_neg()
-        if wide:
-            x = x.to(torch.float32)
-        kept = self._carve(x)
+        dtype = torch.float32 if wide else x.dtype  # the copy converts: one pass, not a cast and a copy
+        kept = self._carve(x, dtype)
         if kept is None:  # a tensor subclass, or a copy the arena could not make
-            kept = x.to("cpu") if x.device.type != "cpu" else x.clone()
+            kept = x.to("cpu", dtype, copy=True)
         self.bytes_kept += nbytes
         return kept.numpy()
 
-    def _carve(self, x: torch.Tensor) -> torch.Tensor | None:
-        """`x` copied into the trace's value arena; None where that cannot be done
-        exactly (subclasses such as DTensor, an inference-mode block used outside it)."""
+    def _carve(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+        """`x` copied as `dtype` into the trace's value arena; None where that cannot be
+        done exactly (subclasses such as DTensor, an inference-mode block used outside it)."""
         if type(x) is not torch.Tensor:
             return None
         try:
-            return self._arena.copy(x)
+            return self._arena.copy(x, dtype)
         except RuntimeError:
             return None
 

@@ -28,16 +28,18 @@ class ValueArena:
         self._block: torch.Tensor | None = None
         self._used = 0
 
-    def copy(self, x: torch.Tensor) -> torch.Tensor:
-        """A contiguous CPU copy of the plain dense tensor `x` (any device)."""
-        nbytes = x.numel() * x.element_size()
+    def copy(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A contiguous CPU copy of the plain dense tensor `x` (any device), converted
+        to `dtype` (default: its own) by the copy itself."""
+        dtype = x.dtype if dtype is None else dtype
+        nbytes = x.numel() * dtype.itemsize
         if nbytes >= _BLOCK // 4:
-            out = torch.empty(x.shape, dtype=x.dtype)
+            out = torch.empty(x.shape, dtype=dtype)
         else:
             block = self._block
             if block is None or self._used + nbytes > block.numel():
                 block = self._block = torch.empty(_BLOCK, dtype=torch.uint8)
                 self._used = 0
-            out = block[self._used : self._used + nbytes].view(x.dtype).view(x.shape)
+            out = block[self._used : self._used + nbytes].view(dtype).view(x.shape)
             self._used += -(-nbytes // _ALIGN) * _ALIGN
         return out.copy_(x)

@@ -117,6 +117,14 @@ def test_full_values_are_independent_copies() -> None:
     assert not np.array_equal(value, x.numpy())  # later edits of the tensor do not leak in
 
 
+def test_full_values_of_bfloat16_are_kept_as_float32() -> None:
+    """numpy has no bfloat16: the copy is widened, exactly (every bfloat16 is a float32)."""
+    x = torch.randn(5, 7).to(torch.bfloat16).t()
+    value = ll.trace(nn.Identity(), x, values="full")[0].inputs[0].value
+    assert isinstance(value, np.ndarray) and value.dtype == np.float32
+    np.testing.assert_array_equal(value, x.float().numpy())
+
+
 _ARENA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.int64, torch.int8, torch.bool, torch.complex64)
 
 
