@@ -13,7 +13,7 @@ from .errors import RenderError
 from .models import abc
 from .models.abc import MODEL_FILE, VOCAB_FILE
 from .render.table import render_checks
-from .trace import Trace
+from .trace_object import Trace
 from .tracing import trace
 
 TRACE_BATCH = 64
@@ -106,6 +106,8 @@ def summary(result: DemoResult) -> str:
     lines.append(f"checks: {len(result.trace.checks) - len(result.trace.failures)}/{len(result.trace.checks)} passed")
     lines += ["", *_prediction_lines(result.predictions), ""]
     lines += [f"wrote {p}" for p in result.files]
+    if result.trained is not None and not any(p.suffix == ".png" for p in result.files):
+        lines.append("(no training_curve.png: `pip install torch-layerlens[plot]` (matplotlib) to draw the curves)")
     if not any(p.suffix == ".svg" for p in result.files):
         lines.append("(no diagram.svg: install Graphviz or `pip install torch-layerlens[render]` to draw diagram.dot)")
     lines.append(f"done in {result.seconds:.1f} s")

@@ -31,7 +31,7 @@ from .errors import LayerlensWarning, RenderError, TraceError
 from .render.graphviz_run import find_renderer, run
 from .render.table import COLUMNS, table_cells
 from .targets import TargetError, load_attribute, load_model
-from .trace import Trace
+from .trace_object import Trace
 from .tracing import trace
 
 HEIGHT = 2000.0  # points: the default depth is the deepest whose diagram is at most this tall

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .records import LayerRecord
-    from .trace import Trace
+    from .trace_object import Trace
 
 
 class TraceError(RuntimeError):

@@ -45,8 +45,9 @@ def input_hint(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
     if lists:
         i = lists[0]
         n = len(args[i])
+        what = "tensor" if all(isinstance(a, torch.Tensor) for a in args[i]) else "item"
         return (
-            f"input {i} is a list of {n} item{'s' if n != 1 else ''}, passed to forward as one argument: "
+            f"input {i} is a list of {n} {what}{'s' if n != 1 else ''}, passed to forward as one argument: "
             "pass a tuple for several positional inputs (a tensor, or (x, y))"
         )
     tensors: list[tuple[str, torch.Tensor]] = []
@@ -67,12 +68,16 @@ def failure_message(
     last_done: LayerRecord | None,
     hint: str | None = None,
     culprit: LayerRecord | None = None,
+    inputs_text: str | None = None,
 ) -> str:
-    """The multi-line TraceError message."""
+    """The multi-line TraceError message: the exception's whole message (torch's
+    list of the signatures it expected included), then what layerlens knows.
+    `inputs_text` describes the model's own inputs, for a failure in its forward."""
     where = f"'{record.name}'" if record.name else "the model's own forward"
     lines = [f"forward failed in {where} ({record.type_name}): {type(error).__name__}: {_safe_repr_line(error)}"]
+    lines += [f"    {line}" for line in _more_lines(error)]
     shapes = ", ".join(t.describe() for t in record.inputs) or "no tensors"
-    lines.append(f"  inputs: {shapes}")
+    lines.append(f"  inputs: {inputs_text if inputs_text is not None and record.parent is None else shapes}")
     if expected:
         lines.append(f"  expected: {expected}")
     if culprit is not None:
@@ -126,6 +131,38 @@ def first_line(error: BaseException) -> str:
     except Exception:
         return ""
     return text.splitlines()[0] if text else ""
+
+
+def describe_inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The model's inputs as what they are: `[2, 3] float32`, `a list of 2 tensors ([2, 3], [2, 3])`."""
+    parts = [_describe(a) for a in args] + [f"{k}={_describe(v)}" for k, v in kwargs.items()]
+    return ", ".join(parts) or "no inputs"
+
+
+def _describe(value: Any, depth: int = 0) -> str:
+    if isinstance(value, torch.Tensor):
+        dtype = "" if value.dtype == torch.float32 else f" {str(value.dtype).removeprefix('torch.')}"
+        return f"{list(value.shape)}{dtype}"
+    if isinstance(value, (list, tuple, dict)) and depth < 3:
+        items = list(value.values() if isinstance(value, dict) else value)
+        kinds = {type(v) for v in items}
+        what = "tensor" if kinds == {torch.Tensor} or all(isinstance(v, torch.Tensor) for v in items) else "item"
+        inner = ", ".join(_describe(v, depth + 1) for v in items[:4]) + (", ..." if len(items) > 4 else "")
+        return f"a {type(value).__name__} of {len(items)} {what}{'s' if len(items) != 1 else ''} ({inner})"
+    text = type(value).__name__
+    return f"{text} {value!r}"[:60] if isinstance(value, (int, float, bool, str)) else text
+
+
+def _more_lines(error: BaseException, limit: int = 30) -> list[str]:
+    """The lines of the exception's message after its first, at most `limit`."""
+    try:
+        lines = [line.rstrip() for line in str(error).strip().splitlines()[1:]]
+    except Exception:
+        return []
+    lines = [line for line in lines if line.strip()]
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... ({len(lines) - limit} more lines)"]
+    return lines
 
 
 def _safe_repr_line(error: BaseException) -> str:

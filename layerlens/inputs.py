@@ -15,14 +15,17 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map_only
 
 from .layers.registry import REGISTRY
 
 ShapeLike = Sequence[int]
 
 
-def positional_inputs(x: Any, input_size: Any, dtypes: Any, model: nn.Module, seed: int) -> tuple[Any, ...]:
-    """The positional arguments for `model(*args)`."""
+def positional_inputs(
+    x: Any, input_size: Any, dtypes: Any, model: nn.Module, seed: int, device: torch.device | None = None
+) -> tuple[Any, ...]:
+    """The positional arguments for `model(*args)` (random ones on `device`, or the model's)."""
     if x is not None and input_size is not None:
         raise TypeError("trace() takes inputs x or input_size=..., not both")
     if x is None and input_size is None:
@@ -33,7 +36,7 @@ def positional_inputs(x: Any, input_size: Any, dtypes: Any, model: nn.Module, se
             "or input_size=(...) with dtypes=[...]"
         )
     if x is None:
-        return random_inputs(input_size, dtypes, model, seed)
+        return random_inputs(input_size, dtypes, model, seed, device)
     if dtypes is not None:
         raise TypeError("dtypes=... goes with input_size=...; x already has its dtypes")
     return x if type(x) is tuple else (x,)  # a namedtuple (a PackedSequence) is one input
@@ -78,15 +81,23 @@ def _foreign(value: Any, where: str, depth: int = 0) -> str | None:
     return None
 
 
-def random_inputs(input_size: Any, dtypes: Any, model: nn.Module, seed: int) -> tuple[torch.Tensor, ...]:
-    """Random tensors of the given shapes on the model's device: normal floats,
-    and integers that are valid indices for every Embedding in the model."""
+def random_inputs(
+    input_size: Any, dtypes: Any, model: nn.Module, seed: int, device: torch.device | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Random tensors of the given shapes on `device` (or the model's): normal
+    floats, and integers that are valid indices for every Embedding in the model."""
     shapes = _shapes(input_size)
     kinds = _dtypes(dtypes, len(shapes))
-    device = model_device(model)
+    device = device if device is not None else model_device(model)
     gen = torch.Generator().manual_seed(seed)
     high = _index_bound(model)
     return tuple(_random(shape, dtype, gen, high).to(device) for shape, dtype in zip(shapes, kinds, strict=True))
+
+
+def on_device(inputs: Any, device: torch.device) -> Any:
+    """`inputs` with every tensor in them (in tuples, lists, dicts, named tuples)
+    moved to `device`; the containers are new, the caller's are left as they are."""
+    return tree_map_only(torch.Tensor, lambda t: t.to(device), inputs)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -115,7 +126,11 @@ def _index_bound(model: nn.Module) -> int:
 
 
 def _dtype(kind: Any) -> Any:
-    """A torch dtype; the legacy tensor types (`torch.FloatTensor`, `torch.LongTensor`) as theirs."""
+    """A torch dtype; the legacy tensor types (`torch.FloatTensor`, `torch.LongTensor`) and
+    names (`"long"`, `"float16"`) as theirs."""
+    if isinstance(kind, str):
+        named = getattr(torch, kind.strip().removeprefix("torch."), None)
+        return named if isinstance(named, torch.dtype) else kind
     if isinstance(kind, type):
         try:
             return torch.empty(0).type(kind).dtype  # type: ignore[call-overload]
@@ -151,7 +166,7 @@ _MAX_ELEMENTS = 2**40  # random inputs beyond this could not be allocated (and t
 def _dtypes(dtypes: Any, n: int) -> list[torch.dtype]:
     if dtypes is None:
         return [torch.float32] * n
-    if isinstance(dtypes, (torch.dtype, type)):
+    if isinstance(dtypes, (torch.dtype, type, str)):
         dtypes = [dtypes]
     kinds = [_dtype(d) for d in dtypes]
     if len(kinds) == 1 and n > 1:

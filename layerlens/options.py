@@ -38,6 +38,9 @@ class TraceOptions:
     - `inspectors`: per-call inspector overrides by module type (None disables one).
     - `snapshot_params`: also undo in-place edits of parameters made by the forward.
     - `ops`: catch the functional operations between modules (for diagrams).
+    - `flops`: count each call's FLOPs with torch's own formulas (slower forward).
+    - `device`: move the inputs there first (the model is never moved).
+    - `depth`: the depth the trace's table and diagram show by default.
     """
 
     values: Values = "stats"
@@ -50,6 +53,9 @@ class TraceOptions:
     inspectors: Mapping[type, Inspector | None] | None = field(default=None, compare=False)
     snapshot_params: bool = False
     ops: bool = True
+    flops: bool = False
+    device: Any = None
+    depth: int | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -60,13 +66,18 @@ class TraceOptions:
             raise ValueError(f"values must be 'stats', 'full' or None, got {self.values!r}")
         if self.mode not in (None, "train", "eval"):
             raise ValueError(f"mode must be 'train', 'eval' or None, got {self.mode!r}")
-        for name in ("grad", "snapshot_params", "ops"):
+        for name in ("grad", "snapshot_params", "ops", "flops"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not isinstance(self.max_bytes, int) or isinstance(self.max_bytes, bool) or self.max_bytes < 0:
             raise ValueError(f"max_bytes must be an int >= 0, got {self.max_bytes!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
+        if self.device is not None:
+            set_(self, "device", _device(self.device))
+        depth: Any = self.depth
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+            raise ValueError(f"depth must be an int >= 0 or None, got {self.depth!r}")
         if self.dtypes is not None and self.input_size is None:
             raise TypeError("dtypes=... goes with input_size=...; inputs given as tensors already have their dtypes")
         if self.inspectors is not None:
@@ -106,6 +117,19 @@ class TraceKeywords(TypedDict, total=False):
     inspectors: Mapping[type, Inspector | None] | None
     snapshot_params: bool
     ops: bool
+    flops: bool
+    device: torch.device | str | None
+    depth: int | None
+
+
+def _device(value: Any) -> torch.device:
+    """`value` as a torch.device, or a ValueError that says what a device looks like."""
+    if isinstance(value, torch.device):
+        return value
+    try:
+        return torch.device(value)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be a torch.device or a name like 'cpu' or 'cuda:0', got {value!r}") from exc
 
 
 def _frozen(value: Any) -> Any:

@@ -64,6 +64,7 @@ def build_records(
             parent if parent >= 0 else None,
             None,
             None,
+            None,  # flops, filled in by the trace when counted
             {key: capture.resolve(v) for key, v in measured.items()} if measured else {},
         )
         if isinstance(module, script):

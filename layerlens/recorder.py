@@ -93,6 +93,11 @@ class Recorder:
             if probes:
                 slot.probe = cover.hook("probe")
 
+    @property
+    def open_calls(self) -> list[int]:
+        """The calls running now, innermost last (a live view, for `FlopCount`)."""
+        return self._stack
+
     # -- installing -------------------------------------------------------------
 
     def install(self) -> None:

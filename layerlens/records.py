@@ -147,6 +147,7 @@ class LayerRecord:
     parent: int | None = None
     family: str | None = None
     not_checked: str | None = None
+    flops: int | None = None  # with its inner calls', by torch's formulas; None unless traced with flops=True
     measures: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __eq__(self, other: object) -> bool:

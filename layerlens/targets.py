@@ -31,13 +31,16 @@ def load_attribute(spec: str, what: str = "FACTORY", role: str = "model") -> Any
     return value
 
 
-def load_model(spec: str) -> nn.Module:
-    """The model a `module:factory` spec names: a module instance, or what the factory returns."""
+def load_model(spec: str, arguments: dict[str, Any] | None = None) -> nn.Module:
+    """The model a `module:factory` spec names: a module instance, or what the
+    factory returns when called with `arguments` as keywords."""
     factory = load_attribute(spec)
     if not isinstance(factory, nn.Module) and not callable(factory):
         raise TargetError(f"{spec} is a {type(factory).__name__}, not an nn.Module or a function returning one")
+    if arguments and isinstance(factory, nn.Module):
+        raise TargetError(f"{spec} is a module instance, not a factory: it takes no arguments")
     try:
-        model = factory if isinstance(factory, nn.Module) else factory()
+        model = factory if isinstance(factory, nn.Module) else factory(**(arguments or {}))
     except Exception as exc:
         raise TargetError(f"calling {spec} failed: {type(exc).__name__}: {_one_line(exc)}") from None
     if not isinstance(model, nn.Module):

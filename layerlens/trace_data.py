@@ -1,6 +1,6 @@
 """The data of one trace: its records, ops, edges and facts about the model,
 with the queries users make of them. No rendering here: renderers (table,
-DOT, JSON, HTML) read this data, and `layerlens.trace.Trace` adds the output
+DOT, JSON, HTML) read this data, and `layerlens.trace_object.Trace` adds the output
 methods on top.
 
 Nothing here refers to the model or to live tensors: a trace can be kept,
@@ -51,6 +51,24 @@ class Summary:
     modules_called: int
     checks: int
     failures: int
+    input_bytes: int = 0
+    flops: int | None = None  # None unless traced with flops=True
+
+    @property
+    def forward_backward_bytes(self) -> int:
+        """What a training step's forward and backward hold, estimated as torchinfo
+        does: every leaf call's output and its gradient."""
+        return 2 * self.output_bytes
+
+    @property
+    def estimated_total_bytes(self) -> int:
+        """Inputs, forward/backward activations, parameters and buffers."""
+        return self.input_bytes + self.forward_backward_bytes + self.param_bytes + self.buffer_bytes
+
+    @property
+    def mult_adds(self) -> int | None:
+        """Multiply-adds, torchinfo's unit: half the FLOPs (torch's formulas count one as 2)."""
+        return None if self.flops is None else self.flops // 2
 
 
 class TraceData:
@@ -71,6 +89,7 @@ class TraceData:
         self.meta = meta
         self.warnings: list[str] = list(warnings)
         self.error = error
+        self.depth: int | None = None  # the depth tables and diagrams show unless told (trace(depth=...))
         self._made: dict[str, list[Any]] = {}
         self._makers: dict[str, Callable[[], list[Any]]] = {}
         for key, given in (("ops", ops), ("edges", edges)):
@@ -178,7 +197,9 @@ class TraceData:
         """Totals: unique parameters (tied weights once), calls, checks, bytes."""
         parents = {r.parent for r in self.records}
         leaves = [r for i, r in enumerate(self.records) if i not in parents]
-        out_bytes = sum(t.numel * _itemsize(t.dtype) for r in leaves for t in r.outputs)
+        out_bytes = sum(output_bytes(r) for r in leaves)
+        tops = [r for r in self.records if r.parent is None]
+        counted = [r.flops for r in tops if r.flops is not None]
         m = self.meta
         return Summary(
             total_params=m.total_params,
@@ -191,6 +212,8 @@ class TraceData:
             modules_called=len(self._names()),
             checks=len(self.checks),
             failures=len(self.failures),
+            input_bytes=sum(t.numel * _itemsize(t.dtype) for r in tops for t in r.inputs),
+            flops=sum(counted) if counted else None,
         )
 
     def __repr__(self) -> str:
@@ -208,6 +231,19 @@ class TraceData:
         return mine == (other.records, other.meta, other.warnings, other.error, other.ops, other.edges)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def output_bytes(r: LayerRecord) -> int:
+    """The bytes of a call's output tensors."""
+    return sum(t.numel * _itemsize(t.dtype) for t in r.outputs)
+
+
+def size_text(n: int) -> str:
+    """Bytes for people: 1,536 is "1.5 KiB"."""
+    for size, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} B"
 
 
 def _itemsize(dtype: str) -> int:

@@ -25,9 +25,10 @@ from typing_extensions import Unpack
 from ._version import __version__
 from .data_flow import Flow, OpCapture
 from .errors import LayerlensWarning, TraceError
-from .failure import expected_by, failure_message, input_hint, size_culprit
+from .failure import describe_inputs, expected_by, failure_message, input_hint, size_culprit
+from .flop_count import FlopCount, per_call
 from .in_trace import running_trace
-from .inputs import positional_inputs
+from .inputs import on_device, positional_inputs
 from .layers.registry import REGISTRY
 from .model_index import ModelIndex
 from .model_plan import plan, strangers_called
@@ -37,25 +38,27 @@ from .quiet_gc import quiet_collector
 from .record_builder import build_records, describe
 from .recorder import Recorder
 from .tensor_capture import Capture
-from .trace import Trace, TraceMeta
+from .trace_object import Trace, TraceMeta
 
 
 def trace(
     model: nn.Module,
     x: Any = None,
     *,
+    input_data: Any = None,
     kwargs: Mapping[str, Any] | None = None,
     options: TraceOptions | None = None,
     **keywords: Unpack[TraceKeywords],
 ) -> Trace:
     """Run one forward pass of `model` and record every module call.
 
-    `x` is a tensor or a tuple of positional inputs; `kwargs` are keyword
-    inputs for `model.forward`. Instead of `x`, `input_size=` (a shape or list
-    of shapes) and `dtypes=` make random inputs on the model's device.
+    `x` (or `input_data=`, torchinfo's name for it) is a tensor or a tuple of
+    positional inputs; `kwargs` are keyword inputs for `model.forward`. Instead
+    of `x`, `input_size=` (a shape or list of shapes) and `dtypes=` make random
+    inputs on the model's device (or on `device=`, where given inputs are moved).
     The other keywords are those of `TraceOptions` (or pass `options=`):
-    `values="stats"|"full"|None`, `mode="train"|"eval"`, `grad=`,
-    `max_bytes=`, `inspectors=`, `snapshot_params=`, `seed=`, `ops=`.
+    `values="stats"|"full"|None`, `mode="train"|"eval"`, `grad=`, `flops=`,
+    `depth=`, `max_bytes=`, `inspectors=`, `snapshot_params=`, `seed=`, `ops=`.
     The model's parameters, buffers, train/eval flags, RNG states and hooks are
     as before afterwards; parameters edited in place by the forward are only
     restored with `snapshot_params=True` (otherwise reported as a warning).
@@ -63,6 +66,10 @@ def trace(
     """
     _check_model(model)
     opts = TraceOptions.merge(options, **keywords)
+    if input_data is not None:
+        if x is not None:
+            raise TypeError("trace() takes x or input_data=, not both (input_data is another name for x)")
+        x = input_data
     if kwargs is not None and not isinstance(kwargs, Mapping):
         raise TypeError(f"kwargs must be a dict of keyword inputs for forward, got {type(kwargs).__name__}")
     return _trace(model, x, dict(kwargs or {}), opts)
@@ -85,7 +92,9 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
         notes.append(f"{type(model).__name__} has no forward of its own: nothing ran; its parameters are counted")
         _emit(notes)
         return Trace([], _meta(model, index, opts), notes)
-    args = positional_inputs(x, opts.input_size, opts.dtypes, model, opts.seed)
+    args = positional_inputs(x, opts.input_size, opts.dtypes, model, opts.seed, opts.device)
+    if opts.device is not None:
+        args, root_kwargs = on_device((args, root_kwargs), opts.device)
     with _ONE_AT_A_TIME, quiet_collector():
         REGISTRY.resolve_pending()
         capture = Capture(opts.values, opts.max_bytes, batch=True)
@@ -93,21 +102,26 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
         slots, strangers = plan(index)
         recorder = Recorder(slots, capture, probes=opts.values is not None, flow=flow)
         guard = StateGuard(index.named, opts.snapshot_params)
+        counter = FlopCount(recorder.open_calls) if opts.flops else None
         failure: BaseException | None = None
         try:
             if opts.mode is not None:  # the flags themselves: a train() override's side effects would stay
                 for _, m in index.named:
                     m.training = opts.mode == "train"
             with _family_contexts(index):
-                failure = _run(model, args, root_kwargs, recorder, opts.grad)
+                failure = _run(model, args, root_kwargs, recorder, opts.grad, counter)
             if flow is not None:
                 flow.release()
             capture.finalize()
             records, broken = build_records(recorder, capture, index, opts.inspectors)
+            if counter is not None:
+                for record, n in zip(records, per_call(counter.own, recorder.parents), strict=True):
+                    record.flops = n
         finally:
             recorder.remove()
             restored = guard.restore()
     notes += strangers_called(strangers, recorder) + recorder.warnings + capture.warnings + broken
+    notes += counter.notes() if counter is not None else []
     notes += _restore_notes(restored, model is original)
     result = Trace(
         records,
@@ -116,10 +130,12 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
         ops=flow.ops if flow is not None else (),  # made when first read
         edges=flow.edges if flow is not None else (),
     )
+    result.depth = opts.depth
     if failure is not None:
         if not isinstance(failure, Exception):  # KeyboardInterrupt, SystemExit: the model is restored, go on
             raise failure
-        raise _trace_error(result, recorder, failure, input_hint(args, root_kwargs)) from failure
+        described = describe_inputs(args, root_kwargs)
+        raise _trace_error(result, recorder, failure, input_hint(args, root_kwargs), described) from failure
     _emit(notes)
     return result
 
@@ -215,15 +231,21 @@ def _uninitialized(module: nn.Module) -> bool:
 
 
 def _run(
-    model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], recorder: Recorder, grad: bool
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    recorder: Recorder,
+    grad: bool,
+    counter: FlopCount | None = None,
 ) -> BaseException | None:
     """One forward with the recorder installed; returns what it raised (a
     KeyboardInterrupt included: the caller restores the model, then re-raises)."""
     if recorder.flow is not None:  # before install: the wrappers put it on the stack while modules' code runs
         recorder.mode = OpCapture(recorder.on_op)
     recorder.install()
+    counting = counter if counter is not None else contextlib.nullcontext()
     try:
-        with torch.enable_grad() if grad else torch.no_grad(), running_trace():
+        with torch.enable_grad() if grad else torch.no_grad(), running_trace(), counting:
             try:
                 model(*args, **kwargs)
             finally:
@@ -271,7 +293,9 @@ def _positional_names(model: nn.Module) -> tuple[str, ...]:
     return _NAMES[forward]
 
 
-def _trace_error(partial: Trace, recorder: Recorder, error: Exception, hint: str | None) -> TraceError:
+def _trace_error(
+    partial: Trace, recorder: Recorder, error: Exception, hint: str | None, inputs: str | None = None
+) -> TraceError:
     """Find the innermost call that raised this error and explain it."""
     k = _failing_call(recorder, error)
     if k is None:
@@ -288,7 +312,7 @@ def _trace_error(partial: Trace, recorder: Recorder, error: Exception, hint: str
     culprit = size_culprit(partial.records, k, error)
     if culprit is not None:
         record.details["culprit"] = culprit.name
-    partial.error = failure_message(record, error, expected, last, hint, culprit)
+    partial.error = failure_message(record, error, expected, last, hint, culprit, inputs)
     return TraceError(partial.error, partial, record)
 
 

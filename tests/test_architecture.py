@@ -110,7 +110,7 @@ def test_the_output_side_is_a_straight_line() -> None:
     graph = _graph()
     renderers = {m for m in graph if m.startswith("layerlens.render")}
     for m in ("layerlens.records", "layerlens.trace_data", *renderers):
-        assert "layerlens.trace" not in graph[m], m
+        assert "layerlens.trace_object" not in graph[m], m
     for m in ("layerlens.records", "layerlens.trace_data"):
         assert not graph[m] & renderers, m
     assert graph["layerlens.errors"] == set()

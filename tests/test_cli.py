@@ -131,3 +131,105 @@ def test_diagram_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], monk
     monkeypatch.setattr(graphviz_run, "_beside_python", lambda name: None)
     assert main(["diagram", "-o", str(tmp_path / "x.svg")]) == 2
     assert "pip install torch-layerlens[render]" in capsys.readouterr().err
+
+
+MODELS = """
+import torch
+from torch import nn
+
+def embedder(vocab=10, width=4):
+    return nn.Sequential(nn.Embedding(vocab, width), nn.Linear(width, 2))
+
+class Masked(nn.Module):
+    def forward(self, x, mask=None):
+        return x if mask is None else x * mask
+
+def masked():
+    return Masked()
+"""
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "clim.py").write_text(MODELS)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_version_and_help_do_not_import_torch() -> None:
+    probe = (
+        "import sys\nfrom layerlens.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules)"
+    )
+    for flag in ("--version", "--help"):
+        done = subprocess.run([sys.executable, "-c", probe, flag], capture_output=True, text=True)
+        assert done.stdout.strip().splitlines()[-1] == "False", (flag, done.stdout, done.stderr)
+
+
+def test_factory_arguments_keyword_inputs_and_device(models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["trace", "clim:embedder", "--arg", "vocab=25", "--arg", "width=8", "--input-size", "2,3", "--dtype", "long"]
+    assert main([*args, "--device", "cpu", "--columns", "layer,params"]) == 0
+    out = capsys.readouterr().out
+    assert "200" in out.splitlines()[3]  # the Embedding: 25 x 8 parameters
+    assert main(["trace", "clim:masked", "--input-size", "2,3", "--kwarg", "mask=2,3:bool"]) == 0
+    assert "[2, 3], [2, 3] bool" in capsys.readouterr().out  # the keyword input reached forward
+    for bad, message in (
+        (["--arg", "novalue"], "--arg must be NAME=VALUE"),
+        (["--kwarg", "mask=2,a"], "--kwarg must be integers"),
+        (["--device", "warp"], "--device must be"),
+    ):
+        assert main(["trace", "clim:masked", "--input-size", "2,3", *bad]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_flops_on_the_command_line_match_the_api(models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    import layerlens as ll
+
+    assert main(["trace", "clim:embedder", "--input-size", "2,3", "--dtype", "long", "--flops"]) == 0
+    out = capsys.readouterr().out
+    import clim  # the models file in the working directory
+
+    expected = ll.trace(clim.embedder(), input_size=(2, 3), dtypes=[torch.long], flops=True).summary().flops
+    assert "FLOPs" in out.splitlines()[0] and f" {expected} " in out.splitlines()[-1]
+
+
+def test_embedding_given_float_inputs_names_the_flag_to_use(models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trace", "clim:embedder", "--input-size", "2,3"]) == 2
+    assert "pass --dtype long" in capsys.readouterr().err
+
+
+def test_every_subcommand_spells_the_output_flag_the_same(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from layerlens.cli import _parser
+
+    parser = _parser()
+    for command in ("diagram", "demo"):
+        ns = parser.parse_args([command, "-o", str(tmp_path / "x")])
+        assert ns.output == str(tmp_path / "x")
+        assert parser.parse_args([command, "--output", "y"]).output == "y"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_png_scale_and_dpi(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("graphviz")
+    from layerlens.render.graphviz_run import find_renderer
+
+    try:
+        find_renderer("png")
+    except Exception:
+        pytest.skip("no Graphviz renderer")
+    plain, big, fine = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
+    assert main(["diagram", "-o", str(plain)]) == 0
+    assert main(["diagram", "-o", str(big), "--scale", "2"]) == 0
+    assert main(["diagram", "-o", str(fine), "--dpi", "144"]) == 0
+    (w, h), (w2, h2), (w3, _) = _png_size(plain), _png_size(big), _png_size(fine)
+    assert abs(w2 / w - 2) < 0.02 and abs(h2 / h - 2) < 0.02 and abs(w3 / w - 1.5) < 0.02
+    assert main(["diagram", "-o", str(tmp_path / "d.svg"), "--dpi", "200"]) == 2
+    assert "apply to a .png" in capsys.readouterr().err

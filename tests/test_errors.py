@@ -136,7 +136,7 @@ def test_bad_inputs(kwargs: dict[str, object], message: str) -> None:
     [
         ("abcde", r"hint: the inputs contain no tensor \(got str\)"),
         ([1, 2, 3], r"hint: input 0 is a list of 3 items, passed to forward as one argument: pass a tuple"),
-        ([torch.ones(2, 6, dtype=torch.long)], r"input 0 is a list of 1 item,"),
+        ([torch.ones(2, 6, dtype=torch.long)], r"input 0 is a list of 1 tensor,"),
         (np.ones((2, 6)), r"input 0 is a numpy.ndarray; convert it with torch.from_numpy"),
         ((torch.ones(2, 6, dtype=torch.long), {"mask": np.ones(3)}), r"input 1\['mask'\] is a numpy.ndarray"),
     ],
@@ -199,3 +199,24 @@ def test_a_size_mismatch_names_the_layer_that_changed_the_size() -> None:
     assert "the mismatch comes from: '0.conv' (Conv1d) changed dimension 2 from 32 to 33" in str(info.value)
     assert "= 33, got 33" in str(info.value)  # with the conv's own length formula
     assert info.value.record is not None and info.value.record.details["culprit"] == "0.conv"
+
+
+def test_the_whole_message_of_torchs_error_is_kept_not_cut_at_its_first_line() -> None:
+    conv = nn.Conv1d(3, 2, 1)
+    with pytest.raises(ll.TraceError) as info:
+        ll.trace(conv, [torch.randn(2, 3, 4)])
+    theirs = str(info.value.__cause__).strip().splitlines()
+    assert len(theirs) > 1 and "expected one of" in theirs[0]
+    ours = str(info.value)
+    for line in theirs[1:]:
+        assert line.strip() in ours
+    assert "inputs: a list of 1 tensor ([2, 3, 4])" in ours  # the input as what it is, not as a tensor shape
+    assert "a list of 1 tensor, passed to forward as one argument: pass a tuple" in ours
+
+
+def test_a_failed_trace_says_so_in_its_totals_row() -> None:
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(3, 2))
+    with pytest.raises(ll.TraceError) as info:
+        ll.trace(model, torch.randn(2, 3))
+    total = next(line for line in info.value.trace.table().splitlines() if line.startswith("Total"))
+    assert "✗ forward raised in '1'" in total and "✓" not in total

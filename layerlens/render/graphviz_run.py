@@ -56,6 +56,21 @@ def run(source: str, fmt: str, command: list[str]) -> bytes:
     return done.stdout
 
 
+def with_dpi(source: str, dpi: float | None = None, scale: float | None = None) -> str:
+    """DOT text drawn at `dpi` (Graphviz's default is 96), or at `scale` times 96;
+    for raster output (PNG)."""
+    for name, value in (("dpi", dpi), ("scale", scale)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise ValueError(f"{name} must be a number > 0, got {value!r}")
+    if dpi is not None and scale is not None:
+        raise ValueError("give dpi or scale, not both (scale=2 is dpi=192)")
+    value = dpi if dpi is not None else 96 * scale if scale is not None else None
+    if value is None:
+        return source
+    head, brace, body = source.partition("{")
+    return f"{head}{brace}\n  graph [dpi={value:g}];{body}"
+
+
 def _beside_python(name: str) -> str | None:
     """A console script installed in this interpreter's environment, even when
     that environment's bin folder is not on PATH."""

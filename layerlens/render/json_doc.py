@@ -88,6 +88,7 @@ def _record(r: LayerRecord, keys: dict[int, str]) -> dict[str, Any]:
         "error": r.error,
         "family": r.family,
         "not_checked": r.not_checked,
+        "flops": r.flops,
     }
 
 
@@ -256,6 +257,7 @@ class _Reader:
             parent=parent if isinstance(parent, int) else None,
             family=_optional_str(obj, "family"),
             not_checked=_optional_str(obj, "not_checked"),
+            flops=_optional_count(obj, "flops"),
         )
 
     def op(self, obj: Any, where: str) -> OpRecord:
@@ -337,6 +339,11 @@ def _decode(value: Any) -> Any:
 def _optional_str(obj: dict[str, Any], key: str) -> str | None:
     value = obj.get(key)
     return value if isinstance(value, str) else None
+
+
+def _optional_count(obj: dict[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _kind_name(kind: Any) -> str:

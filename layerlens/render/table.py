@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import tabulate as _tabulate
 
+from ..flop_count import flops_text
 from ..records import LayerRecord, TensorStats
-from ..trace_data import TraceData
+from ..trace_data import TraceData, output_bytes, size_text
 from .facts import key_facts
 
 DEFAULT_COLUMNS = ("layer", "type", "input", "output", "params", "checks")
@@ -73,6 +74,9 @@ _COLUMNS: dict[str, tuple[str, Callable[[LayerRecord], str]]] = {
     "max": ("Out max", _stat("max")),
     "zeros": ("Out zeros", _stat("zero_fraction", lambda v: f"{v:.1%}")),
     "nonfinite": ("Out NaN/Inf", _nonfinite),
+    "flops": ("FLOPs", lambda r: "" if r.flops is None else flops_text(r.flops)),
+    "mult_adds": ("Mult-adds", lambda r: "" if r.flops is None else flops_text(r.flops // 2)),
+    "out_bytes": ("Out size", lambda r: size_text(output_bytes(r))),
 }
 COLUMNS = ("layer", *_COLUMNS)
 
@@ -153,10 +157,22 @@ def _totals(trace: TraceData, cols: list[str]) -> list[str]:
         "layer": "Total",
         "type": f"{s.layer_calls} calls",
         "params": f"{s.total_params:,} ({s.trainable_params:,} trainable)",
-        "checks": f"{s.checks - s.failures}/{s.checks} ✓" if not s.failures else f"✗ {s.failures} of {s.checks} failed",
+        "checks": _total_checks(trace, s.checks, s.failures),
         "trainable": f"{s.trainable_params:,}",
+        "flops": "" if s.flops is None else flops_text(s.flops),
+        "mult_adds": "" if s.mult_adds is None else flops_text(s.mult_adds),
+        "out_bytes": f"{size_text(s.output_bytes)} (leaves)",
     }
     return [cells.get(c, "") for c in cols]
+
+
+def _total_checks(trace: TraceData, checks: int, failures: int) -> str:
+    """The totals row's checks cell: a failed forward or failed checks first, never a bare ✓ then."""
+    if trace.error is not None:
+        raised = next((r for r in reversed(trace.records) if r.error is not None), None)
+        where = f" in '{raised.label}'" if raised is not None else ""
+        return f"✗ forward raised{where}" + (f" ({failures} of {checks} checks failed)" if failures else "")
+    return f"{checks - failures}/{checks} ✓" if not failures else f"✗ {failures} of {checks} failed"
 
 
 def _tree_names(records: list[LayerRecord], shown: list[int]) -> list[str]:

@@ -15,7 +15,7 @@ from typing_extensions import Unpack
 
 from .render import json_doc, notebook
 from .render.dot import DrawOptions, dot_source, to_digraph
-from .render.graphviz_run import FORMATS, find_renderer, render_svg, run
+from .render.graphviz_run import FORMATS, find_renderer, render_svg, run, with_dpi
 from .render.table import render_table
 from .trace_data import Summary, TraceData, TraceMeta
 
@@ -28,7 +28,7 @@ class Trace(TraceData):
 
     def table(self, fmt: str = "simple", columns: Sequence[str] | None = None, depth: int | None = None) -> str:
         """The records as a table (any `tabulate` format) with a totals row."""
-        return render_table(self, fmt=fmt, columns=columns, depth=depth)
+        return render_table(self, fmt=fmt, columns=columns, depth=self._depth(depth))
 
     def to_json(self, indent: int | None = 1) -> str:
         """The trace as JSON (schema `layerlens.trace/1`), without full values."""
@@ -47,17 +47,27 @@ class Trace(TraceData):
         of identical blocks once, marked "× n"; `bookkeeping=True` also draws the
         ops that only compute masks, positions or shapes.
         """
-        return dot_source(self, depth=depth, **drawing)
+        return dot_source(self, depth=self._depth(depth), **drawing)
 
     def graph(self, depth: int | None = None, **drawing: Unpack[DrawOptions]) -> graphviz.Digraph:
         """The data-flow diagram as a `graphviz.Digraph` (options as for `to_dot`)."""
-        return to_digraph(self, depth=depth, **drawing)
+        return to_digraph(self, depth=self._depth(depth), **drawing)
 
-    def render(self, path: str | Path, depth: int | None = None, **drawing: Unpack[DrawOptions]) -> Path:
+    def render(
+        self,
+        path: str | Path,
+        depth: int | None = None,
+        *,
+        dpi: float | None = None,
+        scale: float | None = None,
+        **drawing: Unpack[DrawOptions],
+    ) -> Path:
         """Write the diagram to `path`: `.svg`, `.png`, `.pdf`, or `.dot`/`.gv` (DOT text).
 
-        Uses Graphviz's `dot`, or `graphviz-pure` when `dot` is missing; raises
-        `RenderError` saying how to get one (before doing any work) when neither is there.
+        A `.png` is drawn at `dpi` (Graphviz's default 96), or `scale` times that
+        (`scale=2` for sharp images on HiDPI screens). Uses Graphviz's `dot`, or
+        `graphviz-pure` when `dot` is missing; raises `RenderError` saying how to
+        get one (before doing any work) when neither is there.
         """
         target = Path(path)
         suffix = target.suffix.lower()
@@ -65,8 +75,10 @@ class Trace(TraceData):
             raise ValueError(
                 f"render() writes .svg, .png, .pdf, .dot or .gv, not {suffix or 'a path without suffix'!r}"
             )
+        if (dpi is not None or scale is not None) and suffix != ".png":
+            raise ValueError(f"dpi and scale apply to a .png, not to {suffix}")
         command = find_renderer(FORMATS[suffix]) if suffix in FORMATS else None
-        source = self.to_dot(depth=depth, **drawing)
+        source = with_dpi(self.to_dot(depth=depth, **drawing), dpi, scale)
         if command is None:
             target.write_text(source, encoding="utf-8")
         else:
@@ -76,6 +88,10 @@ class Trace(TraceData):
     def svg(self, depth: int | None = None, **drawing: Unpack[DrawOptions]) -> str:
         """The diagram as SVG text, sized to fit its container (width at most 100%)."""
         return render_svg(self.to_dot(depth=depth, **drawing))
+
+    def _depth(self, depth: int | None) -> int | None:
+        """`depth`, or the trace's own default (`trace(..., depth=...)`) when None."""
+        return self.depth if depth is None else depth
 
     def __str__(self) -> str:
         return self.table()
