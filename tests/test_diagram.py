@@ -328,3 +328,18 @@ def test_notebook_display_is_svg_that_fits_the_cell(resnet_trace: ll.Trace) -> N
     assert svg is not None and 'style="max-width:100%;height:auto"' in svg
     page = resnet_trace._repr_html_()
     assert page.index("<svg") < page.index("<table>")
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot")
+def test_svg_carries_tooltips_as_titles_without_links_so_themes_cannot_underline_labels() -> None:
+    import xml.etree.ElementTree as ET
+
+    t = ll.trace(abc.build_model(), abc.encode(list(abc.SAMPLE_STRINGS)))
+    svg = t.svg()
+    root = ET.fromstring(svg.split("\n", 3)[-1] if svg.startswith("<?xml") else svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    assert not list(root.iter(f"{ns}a")), "no link elements"
+    assert "layerlens-diagram" in root.get("class", "") and "text-decoration:none" in svg
+    tips = {html.unescape(m) for m in re.findall(r'tooltip="([^"]*)"', t.to_dot())}
+    titles = {el.text for el in root.iter(f"{ns}title")}
+    assert {tip.replace("\\n", "\n").replace("\\\\", "\\") for tip in tips} <= titles

@@ -53,7 +53,29 @@ def run(source: str, fmt: str, command: list[str]) -> bytes:
         raise RenderError(f"{Path(command[0]).name} failed (exit {done.returncode}): {message}")
     if message:
         warnings.warn(f"{Path(command[0]).name}: {message}", LayerlensWarning, stacklevel=3)
+    if fmt == "svg":
+        return themeproof_svg(done.stdout.decode("utf-8", "replace")).encode("utf-8")
     return done.stdout
+
+
+# Graphviz carries a tooltip on an `<a xlink:title=...>` wrapped in a `<g id="a_...">`,
+# right after the element's `<title>`; a page's link styles (underlines, colours) then
+# restyle every label. The tooltip moves into the `<title>`, which browsers show too.
+_TOOLTIP_LINK = re.compile(r'<title>[^<]*</title>\n<g id="a_[^"]*"><a xlink:title="([^"]*)">\n')
+_LINK_END = "</a>\n</g>\n"
+_TEXT_STYLE = (
+    '<style>.layerlens-diagram text{text-decoration:none;font-style:normal;letter-spacing:normal;'
+    "text-transform:none}</style>"
+)
+
+
+def themeproof_svg(svg: str) -> str:
+    """The SVG without link elements (tooltips as `<title>`s) and with its text's
+    style fixed, so a documentation theme or notebook stylesheet cannot restyle it."""
+    links = len(_TOOLTIP_LINK.findall(svg))
+    if links and links == svg.count(_LINK_END) and svg.count("<a ") == links:
+        svg = _TOOLTIP_LINK.sub(lambda m: f"<title>{m.group(1)}</title>\n", svg).replace(_LINK_END, "")
+    return re.sub(r"^(<svg\b(?![^>]*\bclass=)[^>]*?)>", rf'\1 class="layerlens-diagram">{_TEXT_STYLE}', svg, 1, re.M)
 
 
 def with_dpi(source: str, dpi: float | None = None, scale: float | None = None) -> str:
