@@ -23,10 +23,10 @@ $(STAMP): pyproject.toml examples/plugin/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e examples/plugin
-	@command -v dot >/dev/null 2>&1 || { \
+	@command -v dot >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
-	  else echo "note: Graphviz 'dot' not found; install it (e.g. apt-get install graphviz) to render diagrams"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz chromium chromium-driver >/dev/null; \
+	  else echo "note: Graphviz 'dot' or Chromium not found; install them (e.g. apt-get install graphviz chromium chromium-driver) to render diagrams and run the browser test"; fi; }
 	touch $(STAMP)
 
 demo: setup
@@ -59,7 +59,8 @@ wheel-check: setup
 	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet --disable-pip-version-check $(WHEEL_DIR)/torch_layerlens-*.whl
 	cd $(WHEEL_DIR) && venv/bin/layerlens --version
-	cd $(WHEEL_DIR) && venv/bin/layerlens trace torch.nn:Identity --input-size 2,3
+	cd $(WHEEL_DIR) && venv/bin/layerlens trace torch.nn:Identity --input-size 2,3 --device cpu
+	cd $(WHEEL_DIR) && venv/bin/layerlens trace torch.nn:Linear --arg in_features=3 --arg out_features=2 --input-size 4,3 --device cpu --flops
 	cd $(WHEEL_DIR) && venv/bin/python -c "import torch, layerlens as ll; t = ll.trace(torch.nn.Linear(3, 2), torch.randn(4, 3)); assert t.ok, t; print(t)"
 	cd $(WHEEL_DIR) && venv/bin/layerlens demo --out demo
 	# the docs extra: a ten-line Sphinx project and MkDocs project draw a model from the installed wheel
@@ -73,6 +74,9 @@ wheel-check: setup
 	printf '# Model\n\n```layerlens\nmodel: torch.nn:Identity\ninput_size: [2, 3]\n```\n' > $(WHEEL_DIR)/mkdocs/docs/index.md
 	cd $(WHEEL_DIR)/mkdocs && ../venv/bin/python -m mkdocs build --strict --quiet
 	ls $(WHEEL_DIR)/mkdocs/site/assets/layerlens/layerlens-*.svg
+	# a notebook cell showing a trace, executed by a Jupyter kernel of the wheel's venv
+	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet --disable-pip-version-check nbclient nbformat ipykernel
+	cp tests/scripts/notebook_cell.py $(WHEEL_DIR)/ && cd $(WHEEL_DIR) && venv/bin/python notebook_cell.py
 
 lint: setup
 	$(BIN)/ruff check layerlens tests examples docs benchmarks

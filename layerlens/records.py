@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import html_blocks
+
 Shape = tuple[int, ...]
 
 
@@ -182,6 +184,39 @@ class LayerRecord:
         """The name as shown to people: `(root)` for the root, `#k` for repeat calls."""
         return call_label(self.name, self.call_index)
 
+    def __repr__(self) -> str:
+        """One line: name, type, shapes, parameters and checks (the fields are attributes)."""
+        ins = ", ".join(t.describe() for t in self.inputs) or "()"
+        outs = ", ".join(t.describe() for t in self.outputs) or "()"
+        facts = f"{self.num_params:,} params, {self._verdict()}"
+        return f"<LayerRecord {self.label!r} {self.type_name}: {ins} -> {outs}, {facts}>"
+
+    def _verdict(self) -> str:
+        if self.error is not None:
+            return f"raised {self.error.split(':', 1)[0]}"
+        if not self.checks:
+            return "no checks"
+        failed = len(self.failures)
+        return f"{len(self.checks) - failed}/{len(self.checks)} checks ✓" if not failed else f"{failed} checks ✗"
+
+    def _repr_html_(self) -> str:
+        """The record as a list of facts, for notebooks."""
+        pairs = [
+            ("inputs", ", ".join(t.describe() for t in self.inputs) or "none"),
+            ("outputs", ", ".join(t.describe() for t in self.outputs) or "none"),
+            ("params", f"{self.num_params:,} ({self.trainable_params:,} trainable)"),
+            ("mode", "train" if self.training else "eval"),
+        ]
+        if self.flops is not None:
+            pairs.append(("FLOPs", f"{self.flops:,}"))
+        pairs += [(str(k), _fact(v)) for k, v in self.details.items()]
+        pairs += [(("✓ " if c.ok else "✗ ") + c.name, c.message) for c in self.checks]
+        if self.error is not None:
+            pairs.append(("error", self.error))
+        if self.not_checked:
+            pairs.append(("not checked", self.not_checked))
+        return html_blocks.facts(f"{self.label} ({self.type_name})", pairs)
+
     def is_instance_of(self, cls: type | str) -> bool:
         """Whether the recorded module's type is `cls` or derives from it."""
         if isinstance(cls, str):
@@ -252,6 +287,12 @@ class Edge:
     dst: NodeRef
     shape: Shape
     dtype: str
+
+
+def _fact(value: Any) -> str:
+    """A detail's value as short text (a long list or array is cut, with its size)."""
+    text = str(value)
+    return text if len(text) <= 200 else f"{text[:200]}... ({len(text):,} characters)"
 
 
 def call_label(name: str, call_index: int) -> str:

@@ -17,6 +17,8 @@ from typing import Any, overload
 
 import torch
 
+from . import html_blocks
+from .flop_count import flops_text
 from .records import Check, Edge, LayerRecord, OpRecord
 
 
@@ -69,6 +71,34 @@ class Summary:
     def mult_adds(self) -> int | None:
         """Multiply-adds, torchinfo's unit: half the FLOPs (torch's formulas count one as 2)."""
         return None if self.flops is None else self.flops // 2
+
+    def facts(self) -> list[tuple[str, str]]:
+        """The totals as (label, text) pairs, in torchinfo's order."""
+        pairs = [
+            ("Total params", f"{self.total_params:,}"),
+            ("Trainable params", f"{self.trainable_params:,}"),
+            ("Non-trainable params", f"{self.non_trainable_params:,}"),
+        ]
+        if self.flops is not None and self.mult_adds is not None:
+            pairs += [("FLOPs", flops_text(self.flops)), ("Mult-adds", flops_text(self.mult_adds))]
+        pairs += [
+            ("Input size", size_text(self.input_bytes)),
+            ("Forward/backward pass size", size_text(self.forward_backward_bytes)),
+            ("Params size", size_text(self.param_bytes)),
+            ("Buffers size", size_text(self.buffer_bytes)),
+            ("Estimated total size", size_text(self.estimated_total_bytes)),
+            ("Layer calls", f"{self.layer_calls:,} ({self.modules_called:,} modules)"),
+            ("Checks", f"{self.checks - self.failures}/{self.checks} held"),
+        ]
+        return pairs
+
+    def __str__(self) -> str:
+        pairs = self.facts()
+        width = max(len(k) for k, _ in pairs)
+        return "\n".join(f"{k + ':':<{width + 1}} {v}" for k, v in pairs)
+
+    def _repr_html_(self) -> str:
+        return html_blocks.facts("Summary", self.facts())
 
 
 class TraceData:

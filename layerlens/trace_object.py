@@ -96,11 +96,23 @@ class Trace(TraceData):
     def __str__(self) -> str:
         return self.table()
 
-    def _repr_html_(self) -> str:
-        return notebook.trace_html(self)
+    def show(
+        self,
+        depth: int | None = None,
+        columns: Sequence[str] | None = None,
+        height: int = notebook.FRAME_HEIGHT,
+        **drawing: Unpack[DrawOptions],
+    ) -> notebook.TraceView:
+        """The notebook display with these options: `t.show(depth=1, rankdir="LR")`
+        as a cell's last line. `height` bounds the diagram's frame (px); it scrolls."""
+        self.table(columns=columns, depth=depth)  # bad options fail here, not inside the notebook's display
+        if isinstance(height, bool) or not isinstance(height, int) or height < 50:
+            raise ValueError(f"height must be an int >= 50 (px), got {height!r}")
+        return notebook.TraceView(self, depth, columns, height, **drawing)
 
-    def _repr_svg_(self) -> str | None:
-        return notebook.trace_svg(self)
+    def _repr_html_(self) -> str:
+        """One HTML output: the framed diagram and the table (the SVG once, not also as image/svg+xml)."""
+        return notebook.trace_html(self)
 
 
 def load_trace(source: str | Path) -> Trace:

@@ -196,7 +196,9 @@ def test_flops_on_the_command_line_match_the_api(models_dir: Path, capsys: pytes
     assert "FLOPs" in out.splitlines()[0] and f" {expected} " in out.splitlines()[-1]
 
 
-def test_embedding_given_float_inputs_names_the_flag_to_use(models_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_embedding_given_float_inputs_names_the_flag_to_use(
+    models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["trace", "clim:embedder", "--input-size", "2,3"]) == 2
     assert "pass --dtype long" in capsys.readouterr().err
 

@@ -64,7 +64,7 @@ def run(source: str, fmt: str, command: list[str]) -> bytes:
 _TOOLTIP_LINK = re.compile(r'<title>[^<]*</title>\n<g id="a_[^"]*"><a xlink:title="([^"]*)">\n')
 _LINK_END = "</a>\n</g>\n"
 _TEXT_STYLE = (
-    '<style>.layerlens-diagram text{text-decoration:none;font-style:normal;letter-spacing:normal;'
+    "<style>.layerlens-diagram text{text-decoration:none;font-style:normal;letter-spacing:normal;"
     "text-transform:none}</style>"
 )
 
@@ -75,7 +75,9 @@ def themeproof_svg(svg: str) -> str:
     links = len(_TOOLTIP_LINK.findall(svg))
     if links and links == svg.count(_LINK_END) and svg.count("<a ") == links:
         svg = _TOOLTIP_LINK.sub(lambda m: f"<title>{m.group(1)}</title>\n", svg).replace(_LINK_END, "")
-    return re.sub(r"^(<svg\b(?![^>]*\bclass=)[^>]*?)>", rf'\1 class="layerlens-diagram">{_TEXT_STYLE}', svg, 1, re.M)
+    return re.sub(
+        r"^(<svg\b(?![^>]*\bclass=)[^>]*?)>", rf'\1 class="layerlens-diagram">{_TEXT_STYLE}', svg, count=1, flags=re.M
+    )
 
 
 def with_dpi(source: str, dpi: float | None = None, scale: float | None = None) -> str:

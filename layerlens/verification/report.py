@@ -9,6 +9,7 @@ from typing import Any
 
 import tabulate as _tabulate
 
+from .. import html_blocks
 from ..json_floats import decode_float, encode
 from ..records import call_label
 from ..render.table import check_format
@@ -42,6 +43,9 @@ class Verdict:
     @property
     def label(self) -> str:
         return call_label(self.name, self.call_index)
+
+
+_HEADERS = ["Layer", "Type", "Status", "Reference", "Max abs err", "Max rel err", "Tolerance", "Note"]
 
 
 class VerifyReport:
@@ -85,13 +89,18 @@ class VerifyReport:
     def table(self, fmt: str = "simple") -> str:
         """The verdicts as a table in tabulate format `fmt` (an unknown one is a ValueError)."""
         check_format(fmt)
-        rows = [
+        text = _tabulate.tabulate(self._rows(), headers=_HEADERS, tablefmt=fmt, disable_numparse=True)
+        return f"{text}\n{self.summary()}"
+
+    def _rows(self) -> list[list[str]]:
+        return [
             [v.label, v.type_name, _mark(v), v.reference or "", _num(v.max_abs), _num(v.max_rel), _tol(v), v.note]
             for v in self.verdicts
         ]
-        headers = ["Layer", "Type", "Status", "Reference", "Max abs err", "Max rel err", "Tolerance", "Note"]
-        text = _tabulate.tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
-        return f"{text}\n{self.summary()}"
+
+    def _repr_html_(self) -> str:
+        """The verdicts as a left-aligned table with the summary line, for notebooks."""
+        return html_blocks.table(_HEADERS, self._rows()) + html_blocks.notes([self.summary()])
 
     def summary(self) -> str:
         n = len(self.checked)

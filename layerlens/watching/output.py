@@ -11,12 +11,41 @@ from typing import Any
 
 import tabulate as _tabulate
 
+from .. import html_blocks
 from ..render.figure import new_figure
 from .health import StepRecord
+
+_LAYER_HEADERS = ["Layer", "Type", "Mean", "Std", "Zeros", "NaN/Inf", "Health", "Grad norm", "Alert"]
+_PARAM_HEADERS = ["Parameter", "Grad norm", "Weight norm", "Update/weight"]
 
 
 def render_table(record: StepRecord, fmt: str = "simple") -> str:
     """One row per layer call of a sampled step, then its parameters' numbers."""
+    layers, params = _layer_rows(record), _param_rows(record)
+    text = _tabulate.tabulate(layers, headers=_LAYER_HEADERS, tablefmt=fmt, disable_numparse=True)
+    if params:
+        text += "\n\n" + _tabulate.tabulate(params, headers=_PARAM_HEADERS, tablefmt=fmt, disable_numparse=True)
+    alerts = "\n".join(str(a) for a in record.alerts)
+    return "\n".join(part for part in (_title(record), text, alerts) if part)
+
+
+def render_html(record: StepRecord, alerts: list[Any]) -> str:
+    """The step's tables for a notebook, below the watch's alerts so far."""
+    parts = [html_blocks.notes([f"⚠ {a}" for a in alerts] or ["no alerts"]), html_blocks.notes([_title(record)])]
+    parts.append(html_blocks.table(_LAYER_HEADERS, _layer_rows(record)))
+    params = _param_rows(record)
+    if params:
+        parts.append(html_blocks.table(_PARAM_HEADERS, params))
+    return f'<div class="layerlens-watch">{"".join(parts)}</div>'
+
+
+def _title(record: StepRecord) -> str:
+    title = f"step {record.step}" + (f", rank {record.rank}" if record.rank else "")
+    logs = ", ".join(f"{k}={v:.4g}" for k, v in record.logs.items())
+    return f"{title}{'  ' + logs if logs else ''}"
+
+
+def _layer_rows(record: StepRecord) -> list[list[str]]:
     flagged = {a.layer for a in record.alerts}
     rows = []
     for h in record.layers:
@@ -35,18 +64,11 @@ def render_table(record: StepRecord, fmt: str = "simple") -> str:
             _g(h.grad_norm) + (f" ({h.grad_nan} NaN, {h.grad_inf} Inf)" if h.grad_nan or h.grad_inf else ""),
             "⚠" if h.name in flagged else "",
         ])  # fmt: skip
-    headers = ["Layer", "Type", "Mean", "Std", "Zeros", "NaN/Inf", "Health", "Grad norm", "Alert"]
-    text = _tabulate.tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
-    params = [[p.name, _g(p.grad_norm), _g(p.weight_norm), _g(p.update_ratio)] for p in record.params]
-    if params:
-        text += "\n\n" + _tabulate.tabulate(
-            params, headers=["Parameter", "Grad norm", "Weight norm", "Update/weight"], tablefmt=fmt,
-            disable_numparse=True,
-        )  # fmt: skip
-    title = f"step {record.step}" + (f", rank {record.rank}" if record.rank else "")
-    logs = ", ".join(f"{k}={v:.4g}" for k, v in record.logs.items())
-    alerts = "\n".join(str(a) for a in record.alerts)
-    return "\n".join(part for part in (f"{title}{'  ' + logs if logs else ''}", text, alerts) if part)
+    return rows
+
+
+def _param_rows(record: StepRecord) -> list[list[str]]:
+    return [[p.name, _g(p.grad_norm), _g(p.weight_norm), _g(p.update_ratio)] for p in record.params]
 
 
 def _g(x: float | None) -> str:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from .. import html_blocks
 from ..errors import TraceError
 from ..in_trace import tracing_now
 from ..layers.registry import REGISTRY
@@ -33,7 +34,7 @@ from .alerts import KINDS, NOTES, Thresholds, exploding, step_alerts
 from .diagnoses import Diagnoses
 from .guard import Guard
 from .health import Alert, StepRecord
-from .output import JsonlWriter, render_table, to_board
+from .output import JsonlWriter, render_html, render_table, to_board
 from .param_numbers import Views
 from .rotation import Rotation
 from .step_sampler import StepSampler
@@ -249,6 +250,13 @@ class Watch(Diagnoses):
         if record is None:
             raise KeyError(f"step {step} was not sampled (sampled: {[r.step for r in history][-10:]})")
         return render_table(record, fmt)
+
+    def _repr_html_(self) -> str:
+        """The alerts so far and the latest sampled step, for notebooks."""
+        history = self.history
+        if not history:
+            return html_blocks.notes([f"watch: no sampled step yet ({self.step_count} steps)"])
+        return render_html(history[-1], self.alerts)
 
     @property
     def history(self) -> list[StepRecord]:
