@@ -19,6 +19,7 @@ from typing_extensions import TypedDict
 
 from .layers.registry import Inspector
 from .tensor_capture import DEFAULT_MAX_BYTES
+from .trace_data import check_depth
 
 Values = Literal["stats", "full"] | None
 Mode = Literal["train", "eval"] | None
@@ -75,9 +76,7 @@ class TraceOptions:
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         if self.device is not None:
             set_(self, "device", _device(self.device))
-        depth: Any = self.depth
-        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-            raise ValueError(f"depth must be an int >= 0 or None, got {self.depth!r}")
+        check_depth(self.depth)
         if self.dtypes is not None and self.input_size is None:
             raise TypeError("dtypes=... goes with input_size=...; inputs given as tensors already have their dtypes")
         if self.inspectors is not None:

@@ -104,6 +104,8 @@ class Summary:
 class TraceData:
     """A sequence of `LayerRecord`, one per module call, in call-start order."""
 
+    depth: int | None = None  # the depth tables and diagrams show unless told (trace(depth=...))
+
     def __init__(
         self,
         records: Sequence[LayerRecord],
@@ -119,7 +121,6 @@ class TraceData:
         self.meta = meta
         self.warnings: list[str] = list(warnings)
         self.error = error
-        self.depth: int | None = None  # the depth tables and diagrams show unless told (trace(depth=...))
         self._made: dict[str, list[Any]] = {}
         self._makers: dict[str, Callable[[], list[Any]]] = {}
         for key, given in (("ops", ops), ("edges", edges)):
@@ -150,6 +151,10 @@ class TraceData:
                 if found is None:
                     found = self._made[key] = self._makers.pop(key)()
         return found
+
+    def shown_depth(self, depth: int | None) -> int | None:
+        """`depth`, or the trace's own default (`trace(..., depth=...)`) when None."""
+        return self.depth if depth is None else depth
 
     def _names(self) -> dict[str, list[LayerRecord]]:
         if self._by_name is None:
@@ -261,6 +266,12 @@ class TraceData:
         return mine == (other.records, other.meta, other.warnings, other.error, other.ops, other.edges)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def check_depth(depth: object) -> None:
+    """A ValueError unless `depth` is None or an int >= 0 (tables, diagrams, `trace(depth=...)`)."""
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
+        raise ValueError(f"depth must be an int >= 0 or None, got {depth!r}")
 
 
 def output_bytes(r: LayerRecord) -> int:

@@ -28,7 +28,7 @@ class Trace(TraceData):
 
     def table(self, fmt: str = "simple", columns: Sequence[str] | None = None, depth: int | None = None) -> str:
         """The records as a table (any `tabulate` format) with a totals row."""
-        return render_table(self, fmt=fmt, columns=columns, depth=self._depth(depth))
+        return render_table(self, fmt=fmt, columns=columns, depth=self.shown_depth(depth))
 
     def to_json(self, indent: int | None = 1) -> str:
         """The trace as JSON (schema `layerlens.trace/1`), without full values."""
@@ -47,11 +47,11 @@ class Trace(TraceData):
         of identical blocks once, marked "× n"; `bookkeeping=True` also draws the
         ops that only compute masks, positions or shapes.
         """
-        return dot_source(self, depth=self._depth(depth), **drawing)
+        return dot_source(self, depth=self.shown_depth(depth), **drawing)
 
     def graph(self, depth: int | None = None, **drawing: Unpack[DrawOptions]) -> graphviz.Digraph:
         """The data-flow diagram as a `graphviz.Digraph` (options as for `to_dot`)."""
-        return to_digraph(self, depth=self._depth(depth), **drawing)
+        return to_digraph(self, depth=self.shown_depth(depth), **drawing)
 
     def render(
         self,
@@ -88,10 +88,6 @@ class Trace(TraceData):
     def svg(self, depth: int | None = None, **drawing: Unpack[DrawOptions]) -> str:
         """The diagram as SVG text, sized to fit its container (width at most 100%)."""
         return render_svg(self.to_dot(depth=depth, **drawing))
-
-    def _depth(self, depth: int | None) -> int | None:
-        """`depth`, or the trace's own default (`trace(..., depth=...)`) when None."""
-        return self.depth if depth is None else depth
 
     def __str__(self) -> str:
         return self.table()

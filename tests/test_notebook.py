@@ -102,3 +102,14 @@ def test_every_string_in_the_html_is_escaped() -> None:
     for page in (t._repr_html_(), t[1]._repr_html_(), t.summary()._repr_html_()):
         assert "<img" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in t[1]._repr_html_()
+
+
+def test_a_trace_pickled_before_traces_had_a_default_depth_still_renders(abc_trace: ll.Trace) -> None:
+    import pickle
+
+    state = abc_trace.__getstate__()
+    state.pop("depth", None)
+    old = ll.Trace.__new__(ll.Trace)
+    old.__setstate__(state)
+    assert old.depth is None and old.table() == abc_trace.table()
+    assert pickle.loads(pickle.dumps(ll.trace(abc.build_model(), abc.encode(["abcde"]), depth=0))).depth == 0

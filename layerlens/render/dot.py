@@ -18,10 +18,9 @@ from typing_extensions import Unpack
 from ..errors import LayerlensWarning
 from ..layers.registry import families
 from ..records import LayerRecord
-from ..trace_data import TraceData
+from ..trace_data import TraceData, check_depth
 from .diagram_layout import Cluster, Node, View, build_view
 from .facts import key_facts
-from .table import check_depth
 
 # Above this many nodes a diagram stops being readable: suggest depth= or roll=.
 LARGE = 400

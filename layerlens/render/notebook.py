@@ -27,8 +27,9 @@ _COUNTER = itertools.count()
 
 def trace_svg(trace: TraceData, depth: int | None = None, **drawing: Any) -> str | None:
     """The diagram for a notebook, or None when no Graphviz is installed."""
-    if depth is None:
-        depth = trace.depth if trace.depth is not None else 1 if len(trace) > NOTEBOOK_CALLS else None
+    depth = trace.shown_depth(depth)
+    if depth is None and len(trace) > NOTEBOOK_CALLS:
+        depth = 1
     try:
         return render_svg(dot_source(trace, depth=depth, **drawing))
     except RenderError:
@@ -49,8 +50,7 @@ def trace_html(
         figure = f"<p><em>{html_blocks.text(note)}</em></p>"
     else:
         figure = framed(svg[svg.find("<svg") :], height)
-    table_depth = depth if depth is not None else trace.depth
-    cells = table_cells(trace, columns, table_depth)
+    cells = table_cells(trace, columns, trace.shown_depth(depth))
     table = html_blocks.table(cells.headers, cells.rows) + html_blocks.notes(cells.notes)
     return f'<div class="layerlens-trace">{figure}{table}</div>'
 

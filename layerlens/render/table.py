@@ -11,7 +11,7 @@ import tabulate as _tabulate
 
 from ..flop_count import flops_text
 from ..records import LayerRecord, TensorStats
-from ..trace_data import TraceData, output_bytes, size_text
+from ..trace_data import TraceData, check_depth, output_bytes, size_text
 from .facts import key_facts
 
 DEFAULT_COLUMNS = ("layer", "type", "input", "output", "params", "checks")
@@ -119,12 +119,6 @@ def render_table(
 
 
 _HTML = ("html", "unsafehtml")
-
-
-def check_depth(depth: object) -> None:
-    """A ValueError unless `depth` is None or an int >= 0 (tables and diagrams)."""
-    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
-        raise ValueError(f"depth must be an int >= 0 or None, got {depth!r}")
 
 
 def check_format(fmt: str) -> None:
