@@ -130,7 +130,7 @@ def _inputs(ns: argparse.Namespace) -> tuple[nn.Module, Any, dict[str, Any], Tra
     """The model, its positional inputs (None: made from the options), keyword inputs and options."""
     model, default_x = _load_model(ns.model, _factory_arguments(ns.arg))
     size, dtypes = _input_spec(ns, default_x)
-    return model, None if size else default_x, _keyword_inputs(ns.kwarg, ns.seed), _options_for(ns, size, dtypes)
+    return model, None if size else default_x, _keyword_inputs(ns.kwarg, model, ns.seed), _options_for(ns, size, dtypes)
 
 
 def _options_for(ns: argparse.Namespace, size: Any, dtypes: Any) -> TraceOptions:
@@ -281,10 +281,8 @@ def _factory_arguments(items: list[str]) -> dict[str, Any]:
     return arguments
 
 
-def _keyword_inputs(items: list[str], seed: int) -> dict[str, Any]:
+def _keyword_inputs(items: list[str], model: nn.Module, seed: int) -> dict[str, Any]:
     """`--kwarg name=2,16:bool` as random keyword inputs (made as `--input-size` ones are)."""
-    from torch import nn
-
     from .inputs import random_inputs
 
     kwargs: dict[str, Any] = {}
@@ -295,7 +293,7 @@ def _keyword_inputs(items: list[str], seed: int) -> dict[str, Any]:
         shape_text, _, dtype_text = spec.partition(":")
         shape = _parse_shape(shape_text, "--kwarg")
         dtype = _parse_dtype(dtype_text) if dtype_text else None
-        kwargs[name.strip()] = random_inputs(shape, dtype, nn.Module(), seed + 1 + k)[0]
+        kwargs[name.strip()] = random_inputs(shape, dtype, model, seed + 1 + k)[0]
     return kwargs
 
 

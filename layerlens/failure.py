@@ -145,8 +145,7 @@ def _describe(value: Any, depth: int = 0) -> str:
         return f"{list(value.shape)}{dtype}"
     if isinstance(value, (list, tuple, dict)) and depth < 3:
         items = list(value.values() if isinstance(value, dict) else value)
-        kinds = {type(v) for v in items}
-        what = "tensor" if kinds == {torch.Tensor} or all(isinstance(v, torch.Tensor) for v in items) else "item"
+        what = "tensor" if all(isinstance(v, torch.Tensor) for v in items) else "item"
         inner = ", ".join(_describe(v, depth + 1) for v in items[:4]) + (", ..." if len(items) > 4 else "")
         return f"a {type(value).__name__} of {len(items)} {what}{'s' if len(items) != 1 else ''} ({inner})"
     text = type(value).__name__

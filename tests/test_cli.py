@@ -235,3 +235,28 @@ def test_png_scale_and_dpi(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert abs(w2 / w - 2) < 0.02 and abs(h2 / h - 2) < 0.02 and abs(w3 / w - 1.5) < 0.02
     assert main(["diagram", "-o", str(tmp_path / "d.svg"), "--dpi", "200"]) == 2
     assert "apply to a .png" in capsys.readouterr().err
+
+
+def test_keyword_index_inputs_span_the_models_embedding_like_positional_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "kwemb.py").write_text(
+        textwrap.dedent(
+            """
+            from torch import nn
+            class M(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.emb = nn.Embedding(40, 2)
+                def forward(self, x, ids=None):
+                    return x + self.emb(ids).sum()
+            def build():
+                return M()
+            """
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    json_path = tmp_path / "t.json"
+    assert main(["trace", "kwemb:build", "--input-size", "2", "--kwarg", "ids=64:long", "--json", str(json_path)]) == 0
+    emb = next(r for r in json.loads(json_path.read_text())["records"] if r["name"] == "emb")
+    assert 2 <= emb["inputs"][0]["stats"]["max"] < 40  # not only 0 and 1: the model's own index range
