@@ -95,7 +95,7 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
     args = positional_inputs(x, opts.input_size, opts.dtypes, model, opts.seed, opts.device)
     if opts.device is not None:
         args, root_kwargs = on_device((args, root_kwargs), opts.device)
-    with _ONE_AT_A_TIME, quiet_collector():
+    with _ONE_AT_A_TIME, quiet_collector() as settle:
         REGISTRY.resolve_pending()
         capture = Capture(opts.values, opts.max_bytes, batch=True)
         flow = Flow() if opts.ops else None
@@ -104,6 +104,7 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
         guard = StateGuard(index.named, opts.snapshot_params)
         counter = FlopCount(recorder.open_calls) if opts.flops else None
         failure: BaseException | None = None
+        settle()  # the plan, hooks and snapshot are old objects to the collector from here on
         try:
             if opts.mode is not None:  # the flags themselves: a train() override's side effects would stay
                 for _, m in index.named:

@@ -280,3 +280,29 @@ def test_the_collector_keeps_collecting_the_forwards_garbage() -> None:
 class _Holder:
     def __init__(self, ref: Any) -> None:
         self.ref = ref
+
+
+def test_a_large_trace_does_not_set_off_full_collections() -> None:
+    """CPython starts a full collection (a walk over every object in the process)
+    once the objects promoted since the last one pass a quarter of all: a
+    3,000-call trace's records did that on every trace. They join the old
+    objects without counting as promotions."""
+    import gc
+
+    model = nn.Sequential(*[m for _ in range(1500) for m in (nn.Linear(4, 4), nn.ReLU())])
+    x = torch.randn(2, 4)
+    kept = [ll.trace(model, x)]  # warm; kept, as a user keeps traces in a notebook
+    full = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+
+    gc.collect()
+    gc.callbacks.append(count)
+    try:
+        kept += [ll.trace(model, x) for _ in range(6)]
+    finally:
+        gc.callbacks.remove(count)
+    assert len(kept[-1].records) == 3001
+    assert not full
