@@ -31,9 +31,10 @@ class ModelIndex:
     def _subtree_counts(self) -> dict[int, tuple[int, int]]:
         """Children's sums added bottom-up: linear in the model's size. Where a
         parameter or module is shared, plain sums would count it twice, so
-        those models get `module.parameters()` (which deduplicates) instead."""
+        those models sum over each module's set of distinct parameters instead
+        (built bottom-up too: one entry per parameter per level above it)."""
         if self._shared:
-            return {id(m): _direct(m) for _, m in self.named}
+            return self._distinct_counts()
         counts: dict[int, tuple[int, int]] = {}
         for _, m in reversed(self.named):  # children before their parents
             total = trainable = 0
@@ -47,6 +48,20 @@ class ModelIndex:
                     total += c_total
                     trainable += c_trainable
             counts[id(m)] = (total, trainable)
+        return counts
+
+    def _distinct_counts(self) -> dict[int, tuple[int, int]]:
+        """`_subtree_counts` for a model with tied parameters or shared modules."""
+        below: dict[int, dict[int, nn.Parameter]] = {}
+        counts: dict[int, tuple[int, int]] = {}
+        for _, m in reversed(self.named):  # children before their parents
+            params = {id(p): p for p in m._parameters.values() if p is not None}
+            for child in m._modules.values():
+                if child is not None:
+                    params.update(below.get(id(child)) or {id(p): p for p in child.parameters()})
+            below[id(m)] = params
+            total = sum(p.numel() for p in params.values())
+            counts[id(m)] = (total, sum(p.numel() for p in params.values() if p.requires_grad))
         return counts
 
 

@@ -10,7 +10,6 @@ are invisible to `model.parameters()`, optimizers and `state_dict`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -63,29 +62,33 @@ def _library_class(cls: type) -> bool:
     return found
 
 
-def _unregistered(module: nn.Module, known: set[int]) -> Iterator[nn.Module]:
+def _unregistered(module: nn.Module, known: set[int]) -> list[nn.Module]:
     """Modules held in plain containers among `module`'s attributes."""
+    found: list[nn.Module] = []
     for key, value in vars(module).items():
-        if key.startswith("_") or isinstance(value, nn.Module):
-            continue
-        yield from _modules_in(value, known, _CONTAINER_DEPTH)
+        if isinstance(value, _CONTAINERS) and not key.startswith("_"):
+            _modules_in(value, known, _CONTAINER_DEPTH, found)
+    return found
 
 
-def _modules_in(value: Any, known: set[int], depth: int) -> Iterator[nn.Module]:
+_CONTAINERS = (list, tuple, dict, set, frozenset)  # where modules may hide; the rest (ints, configs) at once
+
+
+def _modules_in(value: Any, known: set[int], depth: int, found: list[nn.Module]) -> None:
     if isinstance(value, nn.Module):
         if id(value) not in known:
-            yield value
+            found.append(value)
         return
     if depth == 0:
         return
     if isinstance(value, dict):
         items: Any = value.values()
-    elif isinstance(value, (list, tuple, set, frozenset)):
+    elif isinstance(value, _CONTAINERS):
         items = value
     else:
         return
     for item in items:
-        yield from _modules_in(item, known, depth - 1)
+        _modules_in(item, known, depth - 1, found)
 
 
 def strangers_called(strangers: list[int], recorder: Recorder) -> list[str]:

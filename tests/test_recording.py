@@ -7,6 +7,8 @@ from collections import namedtuple
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -219,6 +221,33 @@ def test_param_counts_count_tied_weights_once() -> None:
     assert t[0].num_params == 40 == sum(p.numel() for p in model.parameters())
     assert t["out"].num_params == 40
     assert t.summary().total_params == 40
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), st.booleans()), min_size=1, max_size=12))
+def test_param_counts_equal_torchs_on_models_with_ties_and_shared_modules(
+    edges: list[tuple[int, int, bool]],
+) -> None:
+    """Every module's counts equal `module.parameters()` (which deduplicates), for
+    random trees of Linears with parameters tied across them and submodules
+    registered under two parents, frozen ones included."""
+    from layerlens.model_index import ModelIndex
+
+    leaves = [nn.Linear(i + 1, 2) for i in range(6)]
+    blocks = [nn.Module() for _ in range(6)]
+    root = nn.Module()
+    for i, b in enumerate(blocks):
+        root.add_module(f"b{i}", b)
+    for n, (a, b, tie) in enumerate(edges):
+        blocks[a].add_module(f"l{n}", leaves[b])  # a leaf under several blocks: a shared module
+        if tie and a != b:
+            leaves[a].bias = leaves[b].bias  # a tied parameter
+        leaves[b].weight.requires_grad_(n % 3 != 0)
+    index = ModelIndex(root)
+    for _, m in index.named:
+        ps = list(m.parameters())
+        want = (sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad))
+        assert index.param_counts(m) == want
 
 
 def test_trainable_params_follow_requires_grad(convnet: ConvNet) -> None:
