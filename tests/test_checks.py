@@ -218,6 +218,41 @@ def test_norm_statistics_fail_when_eval_ignores_running_stats() -> None:
     assert not _check(t, "norm_statistics").ok
 
 
+@pytest.mark.parametrize(
+    "layer",
+    [nn.LayerNorm(64), nn.LayerNorm(64, bias=False), nn.LayerNorm(64, elementwise_affine=False), nn.RMSNorm(64)],
+    ids=["affine", "no-bias", "plain", "rms"],
+)
+def test_layer_norms_on_a_long_sequence_are_checked_on_a_stated_sample(layer: nn.Module) -> None:
+    """Each position is normalised on its own, so the check reads the first
+    8192 elements' positions (128 of 600 here) and says so; torch's own
+    output passes, in float32 and float64."""
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.uniform_(0.5, 2.0)
+    for dtype in (torch.float32, torch.float64):
+        t = ll.trace(layer.to(dtype), torch.randn(2, 300, 64, dtype=dtype) * 3 + 1)
+        check = _check(t, "norm_statistics")
+        assert check.ok, check.message
+        assert "checked on the first 128 of 600 positions" in check.message
+
+
+class _OffByEpsNorm(nn.LayerNorm):
+    """A LayerNorm that forgets eps and centres with the median: wrong by far
+    more than rounding on the first positions."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - x.median(dim=-1, keepdim=True).values
+        return centred / centred.std(dim=-1, keepdim=True) * self.weight + self.bias
+
+
+def test_a_wrong_layer_norm_fails_on_the_sampled_positions() -> None:
+    with judged_as(_OffByEpsNorm, nn.LayerNorm):
+        t = ll.trace(_OffByEpsNorm(32), torch.randn(4, 100, 32) * 3 + 1)
+    check = _check(t, "norm_statistics")
+    assert not check.ok and check.actual > 0.01, check.message
+
+
 # -- inspectors' details ----------------------------------------------------------
 
 

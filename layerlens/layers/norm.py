@@ -17,6 +17,7 @@ from torch import nn
 
 from ..records import Check, LayerRecord
 from ._helpers import array, copy_attrs, first_input, first_tensor, machine_eps, shape_text
+from .norm_numpy import RMS, SAMPLE, STANDARD, layer_norm_on_cpu, running_stats_on_cpu
 from .registry import Expected, LayerFamily, Probe, Unverifiable
 
 _BN = nn.modules.batchnorm._BatchNorm
@@ -44,11 +45,6 @@ def inspect_norm(module: nn.Module, record: LayerRecord) -> Iterator[Check]:
     yield Check("norm_statistics", diff <= tol, 0.0, diff, message)
 
 
-# The reference is compared on the first rows of the batch only, up to this many
-# elements (at least one row): an exact check of those rows, at a bounded cost.
-_SAMPLE = 8192
-
-
 def _norm_reference(
     module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any, state: Any
 ) -> dict[str, Any]:
@@ -65,8 +61,10 @@ def norm_measures(
     if x is None or not isinstance(output, torch.Tensor) or x.numel() == 0 or output.shape != x.shape:
         return {}
     rows = _rows(module, x)
-    if then is None and (fast := _running_stats_on_cpu(module, x, output, rows)) is not None:
-        return fast
+    if then is None:
+        fast = layer_norm_on_cpu(module, x, output) or running_stats_on_cpu(module, x, output, rows)
+        if fast is not None:
+            return fast
     dt = torch.promote_types(x.dtype, torch.float32)
     xf = x.detach().to(dt)
     ref, n, stats, formula = _normalise(module, xf, rows)
@@ -85,44 +83,6 @@ def norm_measures(
     }
 
 
-_STANDARD = "(x - mean)/sqrt(var + eps)*weight + bias"
-_NUMPY = (torch.float32, torch.float64)
-
-
-def _running_stats_on_cpu(
-    module: Any, x: torch.Tensor, output: torch.Tensor, rows: int | None
-) -> dict[str, Any] | None:
-    """The common case in numpy: a BatchNorm in eval mode on the CPU, normalised
-    with its running statistics (torch's per-op overhead is most of the cost on
-    the few rows checked). None where the general path applies."""
-    mean, var = getattr(module, "running_mean", None), getattr(module, "running_var", None)
-    if not (isinstance(module, _BN) and not module.training and mean is not None and var is not None and rows):
-        return None
-    if x.device.type != "cpu" or x.dtype not in _NUMPY or output.dtype != x.dtype or x.dim() < 2:
-        return None
-    shape = [1] * x.dim()
-    shape[1] = -1
-    scale = 1.0 / np.sqrt(var.detach().numpy().astype(np.float64) + module.eps)
-    if module.weight is not None:
-        scale = scale * module.weight.detach().numpy()
-    shift = -mean.detach().numpy() * scale
-    if module.bias is not None:
-        shift = shift + module.bias.detach().numpy()
-    xs = x.detach()[:rows].numpy()
-    ref = xs * scale.astype(xs.dtype).reshape(shape) + shift.astype(xs.dtype).reshape(shape)
-    y = output.detach()[:rows].numpy()
-    stats = "with the running mean/var per channel"
-    if rows < x.shape[0]:
-        stats += f", checked on the first {rows} of {x.shape[0]} samples"
-    return {
-        "norm_diff": float(np.abs(y - ref).max()),
-        "norm_scale": float(np.abs(ref).max()),
-        "norm_n": 1,
-        "norm_stats": stats,
-        "norm_formula": _STANDARD,
-    }
-
-
 def _rows(module: Any, x: torch.Tensor) -> int | None:
     """How many leading samples to check, or None when the input has no batch dim."""
     if isinstance(module, _IN) and x.dim() == _unbatched_dims(module):
@@ -130,7 +90,7 @@ def _rows(module: Any, x: torch.Tensor) -> int | None:
     if _layer_norm_like(module) and x.dim() <= len(module.normalized_shape):
         return None
     per_row = max(1, x.numel() // max(1, x.shape[0]))
-    return max(1, _SAMPLE // per_row)
+    return max(1, SAMPLE // per_row)
 
 
 def _layer_norm_like(module: Any) -> bool:
@@ -146,17 +106,16 @@ def _normalise(module: Any, x: torch.Tensor, rows: int | None) -> tuple[torch.Te
     if isinstance(module, nn.LayerNorm):
         axes = tuple(range(x.dim() - len(module.normalized_shape), x.dim()))
         y = _standardise(x, axes, module.eps)
-        return _affine(y, module.weight, module.bias, None), _count(x, axes), f"per sample over axes {axes}", _STANDARD
+        return _affine(y, module.weight, module.bias, None), _count(x, axes), f"per sample over axes {axes}", STANDARD
     if _RMS_NORM is not None and isinstance(module, _RMS_NORM):
         axes = tuple(range(x.dim() - len(module.normalized_shape), x.dim()))
         eps = module.eps if module.eps is not None else torch.finfo(x.dtype).eps
         y = x * torch.rsqrt(x.pow(2).mean(dim=axes, keepdim=True) + eps)
-        text = "x/sqrt(mean(x^2) + eps)*weight"
-        return _affine(y, module.weight, None, None), _count(x, axes), f"per sample over axes {axes}", text
+        return _affine(y, module.weight, None, None), _count(x, axes), f"per sample over axes {axes}", RMS
     groups = x.reshape(x.shape[0], module.num_groups, -1)  # GroupNorm
     y = _standardise(groups, (2,), module.eps).reshape(x.shape)
     stats = f"per sample and group of {module.num_channels // module.num_groups} channels"
-    return _affine(y, module.weight, module.bias, 1), groups.shape[2], stats, _STANDARD
+    return _affine(y, module.weight, module.bias, 1), groups.shape[2], stats, STANDARD
 
 
 def _channelwise(module: Any, x: torch.Tensor, rows: int | None) -> tuple[torch.Tensor, int, str, str]:
@@ -186,7 +145,7 @@ def _channelwise(module: Any, x: torch.Tensor, rows: int | None) -> tuple[torch.
     if module.bias is not None:
         shift = shift + module.bias.detach().to(x.dtype).view(shape)
     xs = x[:rows] if rows is not None else x
-    return torch.addcmul(shift, xs, scale), n, stats, _STANDARD
+    return torch.addcmul(shift, xs, scale), n, stats, STANDARD
 
 
 def _moments(x: torch.Tensor, axes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:

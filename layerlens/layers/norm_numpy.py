@@ -1,0 +1,109 @@
+"""`norm_statistics` on the CPU in numpy: the common cases, where torch's per-op
+overhead (about 20 us a reduction over a dim) is most of the check's cost on
+the few thousand elements it reads. `norm.norm_measures` falls back to its
+torch path wherever these return None."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..tensor_stats import as_numpy
+
+STANDARD = "(x - mean)/sqrt(var + eps)*weight + bias"
+RMS = "x/sqrt(mean(x^2) + eps)*weight"
+# The reference is compared on the first rows of the batch only, up to this many
+# elements (at least one row): an exact check of those rows, at a bounded cost.
+SAMPLE = 8192
+
+_BN = nn.modules.batchnorm._BatchNorm
+_RMS_NORM: Any = getattr(nn, "RMSNorm", None)  # PyTorch >= 2.4
+_FLOATS = (torch.float32, torch.float64)
+
+
+def running_stats_on_cpu(module: Any, x: torch.Tensor, output: torch.Tensor, rows: int | None) -> dict[str, Any] | None:
+    """A BatchNorm in eval mode on the CPU, normalised with its running statistics."""
+    mean, var = getattr(module, "running_mean", None), getattr(module, "running_var", None)
+    if not (isinstance(module, _BN) and not module.training and mean is not None and var is not None and rows):
+        return None
+    if x.device.type != "cpu" or x.dtype not in _FLOATS or output.dtype != x.dtype or x.dim() < 2:
+        return None
+    shape = [1] * x.dim()
+    shape[1] = -1
+    scale = 1.0 / np.sqrt(var.detach().numpy().astype(np.float64) + module.eps)
+    if module.weight is not None:
+        scale = scale * module.weight.detach().numpy()
+    shift = -mean.detach().numpy() * scale
+    if module.bias is not None:
+        shift = shift + module.bias.detach().numpy()
+    xs = x.detach()[:rows].numpy()
+    ref = xs * scale.astype(xs.dtype).reshape(shape) + shift.astype(xs.dtype).reshape(shape)
+    y = output.detach()[:rows].numpy()
+    stats = "with the running mean/var per channel"
+    if rows < x.shape[0]:
+        stats += f", checked on the first {rows} of {x.shape[0]} samples"
+    return _measures(float(np.abs(y - ref).max()), float(np.abs(ref).max()), 1, stats, STANDARD)
+
+
+def layer_norm_on_cpu(module: Any, x: torch.Tensor, output: torch.Tensor) -> dict[str, Any] | None:
+    """A LayerNorm or RMSNorm on the CPU, in float64, on the first positions (all
+    leading dims are positions: each is normalised on its own) up to `SAMPLE`
+    elements, so a long sequence costs no more than a short one."""
+    rms = _RMS_NORM is not None and isinstance(module, _RMS_NORM)
+    if not (rms or isinstance(module, nn.LayerNorm)) or output.dtype != x.dtype:
+        return None
+    trailing = tuple(module.normalized_shape)
+    k = len(trailing)
+    a, y = as_numpy(x), as_numpy(output)
+    weight = _params(module.weight)
+    bias = _params(getattr(module, "bias", None))
+    if (
+        a is None
+        or y is None
+        or weight is False
+        or bias is False
+        or x.dim() < k
+        or tuple(x.shape[x.dim() - k :]) != trailing
+    ):
+        return None
+    d = math.prod(trailing)
+    positions = a.size // d if d else 0
+    if positions == 0:
+        return None
+    take = max(1, SAMPLE // d)
+    a = a.reshape(positions, d)[:take].astype(np.float64)
+    with np.errstate(all="ignore"):  # ufunc reductions directly: np.mean's wrapper costs more than the work
+        if rms:
+            eps = module.eps if module.eps is not None else float(torch.finfo(x.dtype).eps)
+            ref = a / np.sqrt(np.add.reduce(a * a, 1, keepdims=True) / d + eps)
+        else:
+            centred = a - np.add.reduce(a, 1, keepdims=True) / d
+            ref = centred / np.sqrt(np.add.reduce(centred * centred, 1, keepdims=True) / d + module.eps)
+        if weight is not None:
+            ref = ref * weight
+        if bias is not None:
+            ref = ref + bias
+        diff = float(np.maximum.reduce(np.abs(y.reshape(positions, d)[:take] - ref), None))
+        scale = float(np.maximum.reduce(np.abs(ref), None))
+    axes = tuple(range(x.dim() - k, x.dim()))
+    stats = f"per sample over axes {axes}"
+    if take < positions:
+        stats += f", checked on the first {take} of {positions} positions"
+    return _measures(diff, scale, d, stats, RMS if rms else STANDARD)
+
+
+def _params(p: Any) -> np.ndarray | bool | None:
+    """An affine parameter flattened to float64 numpy; None when absent, False
+    where numpy cannot read it (a subclass such as DTensor, another device)."""
+    if p is None:
+        return None
+    a = as_numpy(p)
+    return False if a is None else a.reshape(-1).astype(np.float64)
+
+
+def _measures(diff: float, scale: float, n: int, stats: str, formula: str) -> dict[str, Any]:
+    return {"norm_diff": diff, "norm_scale": scale, "norm_n": n, "norm_stats": stats, "norm_formula": formula}
