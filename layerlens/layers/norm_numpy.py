@@ -30,23 +30,37 @@ def running_stats_on_cpu(module: Any, x: torch.Tensor, output: torch.Tensor, row
     mean, var = getattr(module, "running_mean", None), getattr(module, "running_var", None)
     if not (isinstance(module, _BN) and not module.training and mean is not None and var is not None and rows):
         return None
-    if x.device.type != "cpu" or x.dtype not in _FLOATS or output.dtype != x.dtype or x.dim() < 2:
+    if output.dtype != x.dtype or x.dim() < 2:
         return None
-    shape = [1] * x.dim()
-    shape[1] = -1
-    scale = 1.0 / np.sqrt(var.detach().numpy().astype(np.float64) + module.eps)
-    if module.weight is not None:
-        scale = scale * module.weight.detach().numpy()
-    shift = -mean.detach().numpy() * scale
-    if module.bias is not None:
-        shift = shift + module.bias.detach().numpy()
-    xs = x.detach()[:rows].numpy()
-    ref = xs * scale.astype(xs.dtype).reshape(shape) + shift.astype(xs.dtype).reshape(shape)
-    y = output.detach()[:rows].numpy()
+    xs, y, m, v = as_numpy(x), as_numpy(output), _params(mean), _params(var)
+    weight, bias = _params(module.weight), _params(module.bias)
+    if (
+        xs is None
+        or y is None
+        or m is None
+        or m is False
+        or v is None
+        or v is False
+        or weight is False
+        or bias is False
+    ):
+        return None
+    scale = 1.0 / np.sqrt(v + module.eps)  # per channel, in float64; applied in the input's dtype
+    if weight is not None:
+        scale = scale * weight
+    shift = -m * scale
+    if bias is not None:
+        shift = shift + bias
+    shape = (-1,) + (1,) * (x.dim() - 2)
+    xs = xs[:rows]
+    with np.errstate(all="ignore"):
+        ref = xs * scale.astype(xs.dtype).reshape(shape) + shift.astype(xs.dtype).reshape(shape)
+        diff = float(np.maximum.reduce(np.abs(y[:rows] - ref), None))
+        scale_max = float(np.maximum.reduce(np.abs(ref), None))
     stats = "with the running mean/var per channel"
     if rows < x.shape[0]:
         stats += f", checked on the first {rows} of {x.shape[0]} samples"
-    return _measures(float(np.abs(y - ref).max()), float(np.abs(ref).max()), 1, stats, STANDARD)
+    return _measures(diff, scale_max, 1, stats, STANDARD)
 
 
 def layer_norm_on_cpu(module: Any, x: torch.Tensor, output: torch.Tensor) -> dict[str, Any] | None:
