@@ -176,21 +176,38 @@ class StatsBatch:
             return math.isfinite(float(np.add.reduce(self._buf[: self._used])))
 
     def flush(self) -> None:
-        """Compute the statistics of everything staged, and empty the buffer."""
+        """Compute the statistics of everything staged, and empty the buffer. The
+        std follows `_std` in float64 arrays, so the Python loop only makes the
+        results; a tensor with NaN/Inf or a std `_std` would recompute goes
+        through `_stats`, as one alone would."""
         if not self._starts:
             return
         data = self._buf[: self._used]
         starts = np.asarray(self._starts)
         with np.errstate(all="ignore"):
-            lo = np.minimum.reduceat(data, starts).tolist()
-            hi = np.maximum.reduceat(data, starts).tolist()
-            sums = np.add.reduceat(data, starts, dtype=np.float64).tolist()
-            squares = np.add.reduceat(np.square(data, dtype=np.float64), starts).tolist()
-            zeros = np.add.reduceat(data == 0, starts, dtype=np.int64).tolist()
-            ends = [*self._starts[1:], self._used]
-            for j, handle in enumerate(self._handles):
-                handle.stats = self._stats(data[self._starts[j] : ends[j]], lo[j], hi[j], sums[j], squares[j], zeros[j])
-                handle.squares = squares[j]
+            lo = np.minimum.reduceat(data, starts)
+            hi = np.maximum.reduceat(data, starts)
+            sums = np.add.reduceat(data, starts, dtype=np.float64)
+            squares = np.add.reduceat(np.square(data, dtype=np.float64), starts)
+            zeros = np.add.reduceat(data == 0, starts, dtype=np.int64)
+            n = np.diff(np.append(starts, self._used))
+            mean = sums / n
+            q = np.sqrt(squares)
+            var = (q * q - n * mean * mean) / np.maximum(n - 1, 1)
+            plain = np.isfinite(lo) & np.isfinite(hi)
+            plain &= (n == 1) | (np.isfinite(var) & (var > 0) & ~(mean * mean > _CANCELLATION_RATIO**2 * var))
+            std = np.where(n == 1, 0.0, np.sqrt(var))
+            fraction = zeros / n
+            columns = zip(lo.tolist(), hi.tolist(), mean.tolist(), std.tolist(), fraction.tolist(), strict=True)
+            for j, (handle, ok, sq, row) in enumerate(
+                zip(self._handles, plain.tolist(), squares.tolist(), columns, strict=True)
+            ):
+                if ok:
+                    handle.stats = TensorStats(row[0], row[1], row[2], row[3], 0, 0, row[4])
+                else:
+                    a = data[starts[j] : starts[j] + n[j]]
+                    handle.stats = self._stats(a, row[0], row[1], float(sums[j]), sq, int(zeros[j]))
+                handle.squares = sq
         self._used = 0
         self._starts, self._handles = [], []
 
