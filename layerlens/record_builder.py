@@ -127,7 +127,7 @@ def _inspect(
         elif checks or (cover.family is not None and cover.family.probe is not None):
             record.not_checked = cover.reason
     details = record.details
-    if details:
+    if details and not all(type(v) in _ATOMS for v in details.values()):
         record.details = {k: _plain(v) for k, v in details.items()}
     return note
 
@@ -147,6 +147,9 @@ def _inspector(cls: type, cover: Coverage, overrides: InspectorOverrides | None)
 def _plain_check(c: Check) -> Check:
     """A check with a real bool and JSON-friendly values (inspectors may use tensors)."""
     return Check(str(c.name), bool(c.ok), _plain(c.expected), _plain(c.actual), str(c.message))
+
+
+_ATOMS = {bool, int, float, str, type(None)}  # details already JSON-friendly, as they mostly are
 
 
 def _plain(value: Any) -> Any:

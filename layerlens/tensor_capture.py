@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .records import TensorInfo, TensorStats
-from .tensor_stats import StatsBatch, as_numpy, cpu_stats, device_reductions, host_stats, summarisable
+from .tensor_stats import StatsBatch, array_stats, as_numpy, cpu_stats, device_reductions, host_stats, summarisable
 from .value_arena import ValueArena
 
 ValuesMode = Literal["stats", "full"] | None
@@ -231,7 +231,7 @@ class Capture:
         """Stats of `t`: computed now on the CPU, launched on other devices."""
         a = as_numpy(t)  # the common case first: a plain float32/float64 CPU tensor
         if a is not None and a.size:
-            return self.stage(a) or cpu_stats(t.detach(), self.sample)
+            return self.stage(a) or array_stats(a, self.sample) or cpu_stats(t.detach(), self.sample)
         x = summarisable(t)
         if x is None:
             return None

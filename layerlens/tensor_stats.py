@@ -54,10 +54,9 @@ def cpu_stats(x: torch.Tensor, sample: int | None = None) -> TensorStats:
     """
     n = x.numel()
     if x.dtype in _NUMPY_FLOATS and not x.is_neg():
-        if sample is not None and n > sample:
-            return _sampled_stats(x, sample)
-        if n <= NUMPY_MAX or torch.get_num_threads() <= 2:
-            return _numpy_stats(x.numpy())
+        found = array_stats(x.numpy(), sample)
+        if found is not None:
+            return found
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     try:
         mn, mx = torch.aminmax(x)
@@ -76,8 +75,18 @@ def cpu_stats(x: torch.Tensor, sample: int | None = None) -> TensorStats:
     return TensorStats(lo, hi, mean, _std(n, mean, q, lambda: float(x.std())), nan, inf, 1.0 - nonzero / n)
 
 
-def _sampled_stats(x: torch.Tensor, sample: int) -> TensorStats:
-    a = x.numpy().reshape(-1)
+def array_stats(a: np.ndarray, sample: int | None = None) -> TensorStats | None:
+    """`cpu_stats` of a CPU tensor's numpy view, where numpy is the faster
+    (None above `NUMPY_MAX` elements with more than two threads: torch's then)."""
+    if sample is not None and a.size > sample:
+        return _sampled_stats(a, sample)
+    if a.size <= NUMPY_MAX or torch.get_num_threads() <= 2:
+        return _numpy_stats(a)
+    return None
+
+
+def _sampled_stats(a: np.ndarray, sample: int) -> TensorStats:
+    a = a.reshape(-1)
     lo, hi = float(np.minimum.reduce(a)), float(np.maximum.reduce(a))  # NaN and Inf show here, exactly
     part = _numpy_stats(a[:: max(1, a.size // sample)])
     nan = inf = 0
