@@ -121,8 +121,11 @@ def _inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensors:
             ins.append((_ARG_PATHS[i] if i < len(_ARG_PATHS) else f"0.{i}", a))
         elif a is not None and not isinstance(a, _ATOMS):
             flatten(a, ins, [], f"0.{i}", 2)
-    if kwargs:
-        flatten(kwargs, ins, [], "1", 1)
+    for key, v in kwargs.items():  # `dim=-1`, `dtype=...`: most keywords are atoms, not walked
+        if isinstance(v, torch.Tensor):
+            ins.append((f"1.{key}", v))
+        elif v is not None and not isinstance(v, _ATOMS):
+            flatten(v, ins, [], f"1.{key}", 2)
     return ins
 
 
