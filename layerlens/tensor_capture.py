@@ -103,6 +103,7 @@ class Capture:
         self._resolved: list[np.ndarray] = []
         self._pending: list[_Pending] = []
         self._seen: dict[int, tuple[Any, ...]] = {}  # id -> (weakref, version, stats, value)
+        self._names: dict[tuple[Any, ...], tuple[tuple[int, ...], str, str]] = {}  # see `info`
         # small tensors' stats in batches, resolved at `finalize` (or when the staging buffer is full)
         self._batch = StatsBatch() if batch else None
 
@@ -148,14 +149,23 @@ class Capture:
         info.value = entry[6]
         return info
 
-    @staticmethod
-    def info(entry: tuple[Any, ...]) -> TensorInfo:
-        """The `TensorInfo` of a `take` tuple, after `finalize`."""
+    def info(self, entry: tuple[Any, ...]) -> TensorInfo:
+        """The `TensorInfo` of a `take` tuple, after `finalize` (shape, dtype and
+        device names made once per distinct triple: a model repeats a few)."""
         stats = entry[5]
         if isinstance(stats, Staged):
             stats = stats.stats
-        return TensorInfo(entry[0], plain_shape(entry[1]), dtype_name(entry[2]), _device_name(entry[3]), entry[4],
-                          stats, entry[6])  # fmt: skip
+        key = entry[1:4]
+        try:
+            names = self._names.get(key)
+            hashable = True
+        except TypeError:  # a symbolic (jagged) size does not hash
+            names, hashable = None, False
+        if names is None:
+            names = (plain_shape(entry[1]), dtype_name(entry[2]), _device_name(entry[3]))
+            if hashable:
+                self._names[key] = names
+        return TensorInfo(entry[0], names[0], names[1], names[2], entry[4], stats, entry[6])
 
     def defer(self, t: torch.Tensor) -> Deferred | float | list[float] | None:
         """A small tensor's host value: at once for a CPU tensor (reading it costs
