@@ -1,5 +1,5 @@
 """The garbage collector kept off the objects that existed before a trace, and
-the trace's own objects kept from triggering full collections after it."""
+the trace's own young collections kept from triggering a full one after it."""
 
 from __future__ import annotations
 
@@ -26,13 +26,16 @@ def quiet_collector() -> Iterator[Callable[[], None]]:
     young collections, which free the forward's cycles, still run. A process
     that froze objects itself is left as it is.
 
-    What the trace keeps (its records) joins the old objects by the same splice
-    at the end, rather than by promotion: CPython starts a full collection once
-    the objects promoted since the last one pass a quarter of all, so a
-    4,000-call trace's records set off one full collection (90 ms) per trace.
-    The yielded `settle()` does that splice early for what exists so far (the
-    trace's plan, made before the forward), so the young collections during
-    the forward walk only the forward's own objects.
+    At the end everything the trace made (its records) joins the old objects
+    by the same splice, which also zeroes the generations' counters: the young
+    collections the trace itself ran no longer count toward the oldest
+    generation's trigger (ten of them start a full collection once enough was
+    promoted), so a 4,000-call trace no longer sets off a full collection
+    (90 ms here) as soon as it returns; the next one comes when the program's
+    own code has run ten young collections, as after any collection. The
+    yielded `settle()` does the splice early for the trace's plan (made before
+    the forward), so the young collections during the forward walk only the
+    forward's own objects.
     """
     global _depth
     with _lock:
@@ -50,7 +53,7 @@ def quiet_collector() -> Iterator[Callable[[], None]]:
         with _lock:
             _depth -= 1
             if freeze:
-                gc.freeze()  # the trace's survivors join the old objects uncounted as promotions
+                gc.freeze()  # the trace's survivors join the old objects; the counters start from zero
                 gc.set_threshold(*thresholds)
                 gc.unfreeze()
 

@@ -306,3 +306,37 @@ def test_a_large_trace_does_not_set_off_full_collections() -> None:
         gc.callbacks.remove(count)
     assert len(kept[-1].records) == 3001
     assert not full
+
+
+def test_full_collections_still_come_for_the_programs_own_garbage_after_traces() -> None:
+    """The trace does not switch full collections off: cycles the program leaves in
+    the oldest generation after a few traces are still collected, without an
+    explicit gc.collect()."""
+    import gc
+    import weakref
+
+    model = nn.Sequential(*[m for _ in range(500) for m in (nn.Linear(4, 4), nn.ReLU())])
+    kept = [ll.trace(model, torch.randn(2, 4)) for _ in range(3)]
+    full = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+
+    refs: list[weakref.ref[_Holder]] = []
+    gc.callbacks.append(count)
+    try:
+        for _ in range(60):
+            live = []
+            for _ in range(10000):  # kept through young collections: promoted to the oldest generation
+                a, b = _Holder(None), _Holder(None)
+                a.ref, b.ref = b, a
+                live.append(a)
+            refs += [weakref.ref(h) for h in live[:20]]
+            del live, a, b  # now cyclic garbage there
+            if full and sum(r() is not None for r in refs[:-20]) == 0:
+                break
+    finally:
+        gc.callbacks.remove(count)
+    assert len(kept) == 3 and full
+    assert sum(r() is not None for r in refs[:-20]) == 0
