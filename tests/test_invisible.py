@@ -283,10 +283,10 @@ class _Holder:
 
 
 def test_a_large_trace_does_not_set_off_full_collections() -> None:
-    """CPython starts a full collection (a walk over every object in the process)
-    once the objects promoted since the last one pass a quarter of all: a
-    3,000-call trace's records did that on every trace. They join the old
-    objects without counting as promotions."""
+    """A full collection walks every object in the process. The young collections
+    a 3,000-call trace ran counted toward the oldest generation's trigger, so
+    one started as soon as each trace returned; now the counters start from
+    zero after a trace."""
     import gc
 
     model = nn.Sequential(*[m for _ in range(1500) for m in (nn.Linear(4, 4), nn.ReLU())])
