@@ -17,12 +17,21 @@ from torch import nn
 
 from ..records import Check, LayerRecord
 from ._helpers import array, copy_attrs, first_input, first_tensor, machine_eps, shape_text
-from .norm_numpy import RMS, SAMPLE, STANDARD, layer_norm_on_cpu, running_stats_on_cpu
+from .norm_numpy import (
+    BATCH_NORM,
+    RMS,
+    RMS_NORM,
+    SAMPLE,
+    STANDARD,
+    layer_norm_like,
+    layer_norm_on_cpu,
+    running_stats_on_cpu,
+)
 from .registry import Expected, LayerFamily, Probe, Unverifiable
 
-_BN = nn.modules.batchnorm._BatchNorm
+_BN = BATCH_NORM
 _IN = nn.modules.instancenorm._InstanceNorm
-_RMS_NORM: Any = getattr(nn, "RMSNorm", None)  # PyTorch >= 2.4
+_RMS_NORM: Any = RMS_NORM
 _RMS: tuple[type, ...] = (_RMS_NORM,) if _RMS_NORM is not None else ()
 
 
@@ -60,11 +69,11 @@ def norm_measures(
     a norm fused with an activation) and its largest gap to the real output."""
     if x is None or not isinstance(output, torch.Tensor) or x.numel() == 0 or output.shape != x.shape:
         return {}
+    if then is None and (fast := layer_norm_on_cpu(module, x, output)) is not None:
+        return fast
     rows = _rows(module, x)
-    if then is None:
-        fast = layer_norm_on_cpu(module, x, output) or running_stats_on_cpu(module, x, output, rows)
-        if fast is not None:
-            return fast
+    if then is None and (fast := running_stats_on_cpu(module, x, output, rows)) is not None:
+        return fast
     dt = torch.promote_types(x.dtype, torch.float32)
     xf = x.detach().to(dt)
     ref, n, stats, formula = _normalise(module, xf, rows)
@@ -87,15 +96,10 @@ def _rows(module: Any, x: torch.Tensor) -> int | None:
     """How many leading samples to check, or None when the input has no batch dim."""
     if isinstance(module, _IN) and x.dim() == _unbatched_dims(module):
         return None
-    if _layer_norm_like(module) and x.dim() <= len(module.normalized_shape):
+    if layer_norm_like(module) and x.dim() <= len(module.normalized_shape):
         return None
     per_row = max(1, x.numel() // max(1, x.shape[0]))
     return max(1, SAMPLE // per_row)
-
-
-def _layer_norm_like(module: Any) -> bool:
-    """LayerNorm or RMSNorm: normalised over the trailing `normalized_shape` dims."""
-    return isinstance(module, nn.LayerNorm) or (_RMS_NORM is not None and isinstance(module, _RMS_NORM))
 
 
 def _normalise(module: Any, x: torch.Tensor, rows: int | None) -> tuple[torch.Tensor, int, str, str]:
@@ -194,7 +198,7 @@ def expect_norm(module: Any, args: tuple[Any, ...]) -> str | None:
     if x is None:
         return None
     name = type(module).__name__
-    if _layer_norm_like(module):
+    if layer_norm_like(module):
         want = tuple(module.normalized_shape)
         if tuple(x.shape[-len(want) :]) != want:
             return f"{name}(normalized_shape={want}) expects input ending in {want}; got {shape_text(x.shape)}"

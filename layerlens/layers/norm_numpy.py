@@ -20,30 +20,28 @@ RMS = "x/sqrt(mean(x^2) + eps)*weight"
 # elements (at least one row): an exact check of those rows, at a bounded cost.
 SAMPLE = 8192
 
-_BN = nn.modules.batchnorm._BatchNorm
-_RMS_NORM: Any = getattr(nn, "RMSNorm", None)  # PyTorch >= 2.4
-_FLOATS = (torch.float32, torch.float64)
+BATCH_NORM = nn.modules.batchnorm._BatchNorm
+RMS_NORM: Any = getattr(nn, "RMSNorm", None)  # PyTorch >= 2.4
+
+
+def layer_norm_like(module: Any) -> bool:
+    """LayerNorm or RMSNorm: normalised over the trailing `normalized_shape` dims."""
+    return isinstance(module, nn.LayerNorm) or (RMS_NORM is not None and isinstance(module, RMS_NORM))
 
 
 def running_stats_on_cpu(module: Any, x: torch.Tensor, output: torch.Tensor, rows: int | None) -> dict[str, Any] | None:
     """A BatchNorm in eval mode on the CPU, normalised with its running statistics."""
     mean, var = getattr(module, "running_mean", None), getattr(module, "running_var", None)
-    if not (isinstance(module, _BN) and not module.training and mean is not None and var is not None and rows):
+    if not (isinstance(module, BATCH_NORM) and not module.training and mean is not None and var is not None and rows):
         return None
     if output.dtype != x.dtype or x.dim() < 2:
         return None
-    xs, y, m, v = as_numpy(x), as_numpy(output), _params(mean), _params(var)
-    weight, bias = _params(module.weight), _params(module.bias)
-    if (
-        xs is None
-        or y is None
-        or m is None
-        or m is False
-        or v is None
-        or v is False
-        or weight is False
-        or bias is False
-    ):
+    xs, y = as_numpy(x), as_numpy(output)
+    if xs is None or y is None:
+        return None
+    try:
+        m, v, weight, bias = _vector(mean), _vector(var), _optional(module.weight), _optional(module.bias)
+    except _Unreadable:
         return None
     scale = 1.0 / np.sqrt(v + module.eps)  # per channel, in float64; applied in the input's dtype
     if weight is not None:
@@ -67,22 +65,17 @@ def layer_norm_on_cpu(module: Any, x: torch.Tensor, output: torch.Tensor) -> dic
     """A LayerNorm or RMSNorm on the CPU, in float64, on the first positions (all
     leading dims are positions: each is normalised on its own) up to `SAMPLE`
     elements, so a long sequence costs no more than a short one."""
-    rms = _RMS_NORM is not None and isinstance(module, _RMS_NORM)
-    if not (rms or isinstance(module, nn.LayerNorm)) or output.dtype != x.dtype:
+    if not layer_norm_like(module) or output.dtype != x.dtype:
         return None
+    rms = not isinstance(module, nn.LayerNorm)
     trailing = tuple(module.normalized_shape)
     k = len(trailing)
     a, y = as_numpy(x), as_numpy(output)
-    weight = _params(module.weight)
-    bias = _params(getattr(module, "bias", None))
-    if (
-        a is None
-        or y is None
-        or weight is False
-        or bias is False
-        or x.dim() < k
-        or tuple(x.shape[x.dim() - k :]) != trailing
-    ):
+    if a is None or y is None or x.dim() < k or tuple(x.shape[x.dim() - k :]) != trailing:
+        return None
+    try:
+        weight, bias = _optional(module.weight), _optional(getattr(module, "bias", None))
+    except _Unreadable:
         return None
     d = math.prod(trailing)
     positions = a.size // d if d else 0
@@ -110,13 +103,22 @@ def layer_norm_on_cpu(module: Any, x: torch.Tensor, output: torch.Tensor) -> dic
     return _measures(diff, scale, d, stats, RMS if rms else STANDARD)
 
 
-def _params(p: Any) -> np.ndarray | bool | None:
-    """An affine parameter flattened to float64 numpy; None when absent, False
-    where numpy cannot read it (a subclass such as DTensor, another device)."""
-    if p is None:
-        return None
-    a = as_numpy(p)
-    return False if a is None else a.reshape(-1).astype(np.float64)
+class _Unreadable(Exception):
+    """A tensor numpy cannot read (a subclass such as DTensor, another device):
+    the torch path applies."""
+
+
+def _vector(t: torch.Tensor) -> np.ndarray:
+    """A per-channel or elementwise tensor flattened to float64 numpy."""
+    a = as_numpy(t)
+    if a is None:
+        raise _Unreadable
+    return a.reshape(-1).astype(np.float64)
+
+
+def _optional(p: torch.Tensor | None) -> np.ndarray | None:
+    """`_vector` of an affine parameter that may be absent."""
+    return None if p is None else _vector(p)
 
 
 def _measures(diff: float, scale: float, n: int, stats: str, formula: str) -> dict[str, Any]:
