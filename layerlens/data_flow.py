@@ -72,7 +72,7 @@ class Flow:
         outs: Tensors = []
         if isinstance(out, torch.Tensor):
             outs.append(("", out))
-        elif isinstance(out, (tuple, list, dict)) and type(out) is not torch.Size:  # `x.shape` is no op
+        elif may_hold_tensors(out):
             flatten(out, outs, [])
         if not outs:
             return False
@@ -110,6 +110,15 @@ class Flow:
             seen.add((src, dst, tid))
             edges.append(Edge(_ref(src), _ref(dst), plain_shape(shape), dtype_name(dtype)))
         return edges
+
+
+def may_hold_tensors(out: Any) -> bool:
+    """Whether an op's result can be or hold a tensor (`x.size()`, `x.dim()`,
+    `x.dtype`, `x.shape` cannot: no op for the data flow)."""
+    return isinstance(out, _RESULTS) and type(out) is not torch.Size
+
+
+_RESULTS = (torch.Tensor, tuple, list, dict)
 
 
 def _inputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensors:

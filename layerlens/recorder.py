@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data_flow import Flow
+from .data_flow import Flow, may_hold_tensors
 from .flatten import flatten
 from .layers.registry import REGISTRY, Coverage, Probe
 from .records import NodeRef
@@ -34,7 +34,6 @@ _PATHS = tuple(str(i) for i in range(16))  # "0", "1", ...: paths of positional 
 _NOTHING: tuple[tuple[Any, ...], ...] = ()  # outputs of a call that has not returned
 _ABSENT = object()  # no `_call_impl` of its own in the module's __dict__
 _PUSHED = object()  # a call that put the op-capture mode on the stack
-_RESULTS = (torch.Tensor, tuple, list, dict)  # what an op's result must be to hold a tensor (see Flow.op)
 Tensors = list[tuple[str, torch.Tensor]]
 
 
@@ -355,7 +354,7 @@ class Recorder:
     def on_op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         """A torch function ran (from `OpCapture`): record it when the model's own
         code between modules ran it."""
-        if not isinstance(out, _RESULTS) or type(out) is torch.Size:  # `x.size()`, `x.dim()`, `x.dtype`: no tensor
+        if not may_hold_tensors(out):  # before the thread check and the guard: a third of the calls stop here
             return
         if self.flow is None or not self._stack or not self.live or threading.get_ident() != self._thread:
             return

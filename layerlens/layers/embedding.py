@@ -41,9 +41,10 @@ def _index_range(n: int, lo: float, hi: float) -> Check:
 def _padding_row(module: nn.Embedding | nn.EmbeddingBag) -> Check:
     idx = module.padding_idx
     assert idx is not None
-    row = as_numpy(module.weight)
-    if row is not None:  # a CPU table: numpy reads the row at a fraction of torch's per-op cost
-        largest = float(np.maximum.reduce(np.abs(row[idx]), None)) if row[idx].size else 0.0
+    table = as_numpy(module.weight)
+    if table is not None:  # a CPU table: numpy reads the row at a fraction of torch's per-op cost
+        row = table[idx]
+        largest = float(np.maximum.reduce(np.abs(row), None)) if row.size else 0.0
     elif module.weight.is_meta:
         largest = 0.0
     else:
