@@ -91,7 +91,11 @@ class Capture:
     """Captures tensors for one trace; call `finalize` once the forward is over."""
 
     def __init__(
-        self, values: ValuesMode, max_bytes: int = DEFAULT_MAX_BYTES, sample: int | None = None, batch: bool = False
+        self,
+        values: ValuesMode,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        sample: int | None = None,
+        batch: bool | StatsBatch = False,
     ) -> None:
         self.values = values
         self.sample = sample  # see tensor_stats.cpu_stats: sampled mean/std/zeros for large tensors
@@ -104,8 +108,9 @@ class Capture:
         self._pending: list[_Pending] = []
         self._seen: dict[int, tuple[Any, ...]] = {}  # id -> (weakref, version, stats, value)
         self._names: dict[tuple[Any, ...], tuple[tuple[int, ...], str, str]] = {}  # see `info`
-        # small tensors' stats in batches, resolved at `finalize` (or when the staging buffer is full)
-        self._batch = StatsBatch() if batch else None
+        # small tensors' stats in batches, resolved at `finalize` (or when the staging buffer is full);
+        # a StatsBatch of the caller's keeps its grown buffer from one capture to the next (watch's sampled steps)
+        self._batch = batch if isinstance(batch, StatsBatch) else StatsBatch() if batch else None
 
     # -- hot path -------------------------------------------------------------
 

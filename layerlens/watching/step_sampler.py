@@ -27,7 +27,7 @@ from torch.utils.hooks import RemovableHandle
 from ..flatten import flatten
 from ..layers.registry import REGISTRY
 from ..tensor_capture import Capture, Staged, Stats, resolved, tensor_version
-from ..tensor_stats import SAMPLE, as_numpy
+from ..tensor_stats import SAMPLE, StatsBatch, as_numpy
 from . import nan_origin
 from .guard import Guard
 from .health import LayerHealth, ParamHealth, StepRecord
@@ -93,6 +93,7 @@ class StepSampler:
         hook_grads: bool,
         guard: Guard | None = None,
         views: Views | None = None,
+        staging: StatsBatch | None = None,
     ) -> None:
         self.step, self.rank = step, rank
         self._guard = guard
@@ -101,7 +102,8 @@ class StepSampler:
         self._names = names
         self._params = params
         self._hook_grads = hook_grads  # no optimizer: catch gradients as they are accumulated
-        self._capture = Capture("stats", sample=SAMPLE, batch=True)  # small tensors' stats in one go at resolve
+        # small tensors' stats in one go at resolve, staged in the watch's buffer (grown once, not per step)
+        self._capture = Capture("stats", sample=SAMPLE, batch=staging if staging is not None else True)
         self._layers: list[_Pending] = []
         self._unsettled = 0  # layers from here on still hold their CPU inputs (see _settle)
         self._grad_refs: dict[str, torch.Tensor] = {}

@@ -29,6 +29,7 @@ from ..errors import TraceError
 from ..in_trace import tracing_now
 from ..layers.registry import REGISTRY
 from ..options import TraceOptions
+from ..tensor_stats import StatsBatch
 from . import mode_checks, nan_origin, setup_checks, training_checks
 from .alerts import KINDS, NOTES, Thresholds, exploding, step_alerts
 from .diagnoses import Diagnoses
@@ -107,6 +108,7 @@ class Watch(Diagnoses):
         self._names: dict[int, str] = {}
         self._params: list[tuple[str, str, nn.Parameter]] = []
         self._views = Views()  # numpy views of the parameters, kept across sampled steps
+        self._staging = StatsBatch()  # the sampled steps' staging buffer for small tensors' statistics
         self._mode_rules: list[tuple[str, nn.Module, Any]] = []
         if options is not None and not isinstance(options, TraceOptions):
             raise TypeError(f"options must be a layerlens.TraceOptions, got {type(options).__name__}")
@@ -182,7 +184,7 @@ class Watch(Diagnoses):
                 self._sampler.resolve()
                 self._sampler = None
             self._mode_rules, self._params, self._names, self._watched, self._rotation = [], [], {}, None, None
-            self._views = Views()
+            self._views, self._staging = Views(), StatsBatch()
 
     def __enter__(self) -> Watch:
         return self.attach()
@@ -399,7 +401,7 @@ class Watch(Diagnoses):
             hook_grads = self._optimizer is None
             names, params = self._rotation.pick(self._samples)
             self._sampler = StepSampler(self.step_count, self._rank, names, params, hook_grads, self._guard,
-                                        self._views)  # fmt: skip
+                                        self._views, self._staging)  # fmt: skip
             self._samples += 1
             self._pending_logs = {}
             model, optimizer = self._model(), self._optimizer() if self._optimizer is not None else None
