@@ -503,6 +503,32 @@ def test_a_nan_born_in_the_backward_between_samples() -> None:
     assert [(a.kind, a.layer, a.step) for a in w.alerts] == [("nan_grad", "0", 5)]  # the layer just before it
 
 
+class HeadFirst(nn.Module):
+    """Registers its head before its body, so registration order is not call order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(4, 1)
+        self.body = nn.Sequential(nn.Linear(4, 4), Flaky(), nn.Linear(4, 4), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def test_a_backward_nan_is_caught_between_samples_whatever_the_registration_order() -> None:
+    torch.manual_seed(0)
+    model = HeadFirst()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with ll.watch(model, every=10, optimizer=opt) as w:
+        for k in range(1, 9):  # the NaN is born in the body's backward, upstream of the head registered first
+            model.body[1].on = k == 5
+            opt.zero_grad()
+            model(torch.randn(8, 4)).sum().backward()
+            opt.step()
+    assert [(a.kind, a.layer, a.step) for a in w.alerts] == [("nan_grad", "body.0", 5)]
+    assert "not sampled" in w.alerts[0].message
+
+
 def test_a_nan_loss_is_named_as_the_loss() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))

@@ -17,14 +17,21 @@ from .sharded import local
 FAMILY = ("nan", "nan_grad")  # alerts that a first NaN causes again and again downstream and later
 
 
-def sentinel_param(params: list[tuple[str, str, nn.Parameter]], small: int = 65536) -> nn.Parameter | None:
-    """The parameter the every-step check reads: the first trainable one (nearest the
-    input, so every NaN downstream or in the backward reaches its gradient) that is
-    small (a bias rather than an embedding table), else the smallest."""
-    trainable = [p for _, _, p in params if p.requires_grad]
+def sentinel_param(
+    params: list[tuple[str, str, nn.Parameter]], order: list[str] | None = None, small: int = 65536
+) -> nn.Parameter | None:
+    """The parameter the every-step check reads: the first trainable one, nearest the
+    input (a NaN born downstream in the backward reaches its gradient; the output
+    check covers the forward), that is small (a bias rather than an embedding table),
+    else the smallest. "First" is the layers' call order once a sampled step has
+    shown it (`order`), else their registration order."""
+    trainable = [(m, p) for _, m, p in params if p.requires_grad]
     if not trainable:
         return None
-    return next((p for p in trainable if p.numel() <= small), min(trainable, key=lambda p: p.numel()))
+    if order:
+        rank = {name: i for i, name in enumerate(order)}
+        trainable.sort(key=lambda mp: rank.get(mp[0], len(rank)))
+    return next((p for _, p in trainable if p.numel() <= small), min((p for _, p in trainable), key=torch.numel))
 
 
 def grad_finite(p: nn.Parameter | None) -> bool:

@@ -121,6 +121,7 @@ class Watch(Diagnoses):
         self._effects: list[Alert] = []
         self._watched: nn.Parameter | None = None  # the parameter whose gradient the every-step check reads
         self._bad_output = False  # an unsampled training forward returned NaN/Inf
+        self._order: list[str] = []  # the modules in call order, from the first sampled step that measured all
         self.first_trace: Any = None  # the Trace of the first training step's batch
         self._guard = Guard((WatchAlert, TraceError))
         self._mode_dependent: list[str] = []
@@ -143,7 +144,7 @@ class Watch(Diagnoses):
         self._mode_rules = [(n, m, rule) for n, m in model.named_modules()
                             if (rule := REGISTRY.coverage(type(m)).hook("mode_alert")) is not None]  # fmt: skip
         self._mode_dependent = mode_checks.mode_dependent(model)
-        self._watched = nan_origin.sentinel_param(self._params)
+        self._watched = nan_origin.sentinel_param(self._params, self._order)
         self._rotation = Rotation(self._names, self._params, self.layers_per_step)
         guard = self._guard.wrap
         self._handles = [
@@ -419,6 +420,9 @@ class Watch(Diagnoses):
             self._look_for_origin(sampled=True)
         record.alerts = [a for a in found if a.kind not in NOTES]
         self._history.append(record)
+        if not self._order and not partial:  # the call order is known: the every-step check reads the first layer
+            self._order = [h.name for h in record.layers]
+            self._watched = nan_origin.sentinel_param(self._params, self._order)
         for alert in found:
             self._keep(alert)
 
