@@ -496,3 +496,45 @@ def test_a_large_model_is_measured_in_interleaved_shares() -> None:
     assert {h.name for h in w.history[0].layers} == set(names)
     with pytest.raises(ValueError, match="layers_per_step"):
         ll.watch(model, layers_per_step=0)
+
+
+class _Returns(nn.Module):
+    """Returns its layer's output as it is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+class _Doubles(nn.Module):
+    """Doubles its layer's output in place before returning it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        y.mul_(2)
+        return y
+
+
+def test_output_gradients_of_blocks_that_return_their_layers_output() -> None:
+    """A block returning its last layer's tensor has that layer's output gradient; one
+    that changed the tensor in place first has the gradient of what it returned."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_Returns(), _Doubles())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    w1 = model[1].lin.weight.detach().clone()
+    with ll.watch(model, every=1, optimizer=opt, trace_first=False) as w:
+        opt.zero_grad()
+        model(torch.randn(8, 4)).sum().backward()
+        opt.step()
+    record = w.history[-1]
+    ones = torch.ones(8, 4)  # d sum(out) / d out
+    into_second = float(torch.linalg.vector_norm(2 * ones @ w1))  # through the doubling and the second Linear
+    expected = {"": 32**0.5, "1": 32**0.5, "1.lin": 2 * 32**0.5, "0": into_second, "0.lin": into_second}
+    assert {name: record.layer(name).grad_norm for name in expected} == pytest.approx(expected, rel=1e-6)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,7 @@ Params = list[tuple[str, str, nn.Parameter]]
 class _Pending:
     """A layer's health while its numbers are still being gathered."""
 
-    __slots__ = ("grad", "health", "inputs", "measures", "output")
+    __slots__ = ("grad", "health", "inputs", "measures", "output", "shares")
 
     def __init__(self, health: LayerHealth) -> None:
         self.health = health
@@ -51,6 +52,7 @@ class _Pending:
         self.inputs: list[Any] = []
         self.measures: dict[str, Any] = {}
         self.grad: Any = None  # the gradient's numbers: [norm, max |g|(, nan, inf)]
+        self.shares: _Pending | None = None  # an inner layer whose output this one returned as it was: its gradient
 
 
 class _GradHook:
@@ -117,6 +119,8 @@ class StepSampler:
         self._forward: RemovableHandle | None = None
         self._before_call: RemovableHandle | None = None
         self._versions: dict[int, list[tuple[torch.Tensor, int]]] = {}  # a leaf call's inputs' versions before it
+        # this forward's outputs with a gradient hook: a block returning its last layer's output, unchanged, shares it
+        self._hooked: dict[int, tuple[Any, int, _Pending]] = {}
         self._thread = threading.get_ident()
         self._health: dict[type, Any] = {}  # each module type's health hook (None: it has none), looked up once
 
@@ -144,6 +148,7 @@ class StepSampler:
             self._before_call.remove()
             self._before_call = None
         self._versions.clear()
+        self._hooked.clear()
         self._settle()
 
     def _forward_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -180,8 +185,19 @@ class StepSampler:
             pending.output = capture.stats(y)
             self._special(module, ins[0] if ins else None, y, pending)
             if y.requires_grad:
-                y.register_hook(_GradHook(self, pending))  # type: ignore[no-untyped-call]
+                self._hook_grad(y, pending)
         self._layers.append(pending)
+
+    def _hook_grad(self, y: torch.Tensor, pending: _Pending) -> None:
+        """The output gradient's hook, or, when an inner layer returned this very tensor
+        and nothing changed it since, a share in that layer's (one gradient, one hook)."""
+        version = tensor_version(y)
+        inner = self._hooked.get(id(y))
+        if inner is not None and inner[0]() is y and inner[1] == version >= 0:
+            pending.shares = inner[2]
+            return
+        self._hooked[id(y)] = (weakref.ref(y), version, pending)
+        y.register_hook(_GradHook(self, pending))  # type: ignore[no-untyped-call]
 
     def _special(self, module: nn.Module, x: torch.Tensor | None, y: torch.Tensor, pending: _Pending) -> None:
         """The measures the layer's family keeps (dead units, saturation, drop rate)."""
@@ -301,7 +317,7 @@ class StepSampler:
             h.dead_fraction = _float(capture.resolve(measures.get("dead")))
             h.saturated_fraction = _float(capture.resolve(measures.get("saturated")))
             h.drop_rate = _float(capture.resolve(measures.get("dropped")))
-        grad = pending.grad
+        grad = pending.grad if pending.shares is None else pending.shares.grad
         if isinstance(grad, Staged):
             h.grad_norm, h.grad_max, h.grad_nan, h.grad_inf = _staged_grad(grad)
         elif grad is not None:
