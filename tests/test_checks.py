@@ -3,6 +3,8 @@ layer that breaks its rule."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -251,6 +253,67 @@ def test_a_wrong_layer_norm_fails_on_the_sampled_positions() -> None:
         t = ll.trace(_OffByEpsNorm(32), torch.randn(4, 100, 32) * 3 + 1)
     check = _check(t, "norm_statistics")
     assert not check.ok and check.actual > 0.01, check.message
+
+
+def _ill_conditioned(layer: nn.Module) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """`layer`, an input whose groups are near-equal values far from zero (a batch of 2,
+    a near-constant feature), and torch's own output recomputed in float64."""
+    g = torch.Generator().manual_seed(0)
+    if isinstance(layer, nn.BatchNorm2d):
+        x = 100 + 1e-4 * torch.randn(2, 16, 1, 1, generator=g)
+    elif isinstance(layer, nn.BatchNorm1d):  # eval: running statistics as near-constant as the input
+        with torch.no_grad():
+            layer.running_mean.fill_(1000.0)  # type: ignore[operator]
+            layer.running_var.fill_(1e-6)  # type: ignore[operator]
+        x = 1000 + 1e-2 * torch.randn(4, 16, generator=g)
+    else:
+        x = 1000 + 1e-2 * torch.randn(2, 16, 64, generator=g)
+    exact = copy.deepcopy(layer).double()(x.double())
+    return layer, x, exact
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.BatchNorm2d(16).train(),
+        nn.BatchNorm1d(16).eval(),
+        nn.LayerNorm(64),
+        nn.GroupNorm(4, 16),
+        nn.InstanceNorm1d(16),
+    ],
+    ids=["batch-norm-train", "batch-norm-eval", "layer-norm", "group-norm", "instance-norm"],
+)
+def test_norm_statistics_allow_the_rounding_of_an_ill_conditioned_input(layer: nn.Module) -> None:
+    """Centring near-equal values far from zero cancels digits: torch's float32 output
+    is itself that far from the exact one, so the check allows it (the rounding of
+    |x| scaled as y is) rather than calling the layer wrong."""
+    layer, x, exact = _ill_conditioned(layer)
+    t = ll.trace(layer, x)
+    check = _check(t, "norm_statistics")
+    assert check.ok, check.message
+    own_error = float((layer(x).double() - exact).abs().max())
+    n = int(t[0].measures["norm_n"])
+    scale = float(exact.abs().max())
+    assert own_error > torch.finfo(torch.float32).eps * (64 + 4 * n**0.5) * (1 + scale)  # past |y|-only rounding
+
+
+class _NoBiasBatchNorm(nn.BatchNorm1d):
+    """A BatchNorm that forgets its bias."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.batch_norm(x, None, None, self.weight, None, True, 0.0, self.eps)
+
+
+def test_a_wrong_norm_still_fails_beside_an_ill_conditioned_channel() -> None:
+    layer = _NoBiasBatchNorm(4).train()
+    with torch.no_grad():
+        layer.bias.fill_(0.5)
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    x[:, 0] = 100 + 1e-4 * x[:, 0]  # one near-constant feature far from zero
+    with judged_as(_NoBiasBatchNorm, nn.BatchNorm1d):
+        t = ll.trace(layer, x)
+    check = _check(t, "norm_statistics")
+    assert not check.ok and check.actual == pytest.approx(0.5, rel=1e-2), check.message  # the bias, and rounding
 
 
 # -- inspectors' details ----------------------------------------------------------

@@ -52,13 +52,15 @@ def running_stats_on_cpu(module: Any, x: torch.Tensor, output: torch.Tensor, row
     shape = (-1,) + (1,) * (x.dim() - 2)
     xs = xs[:rows]
     with np.errstate(all="ignore"):
-        ref = xs * scale.astype(xs.dtype).reshape(shape) + shift.astype(xs.dtype).reshape(shape)
+        scaled = xs * scale.astype(xs.dtype).reshape(shape)
+        ref = scaled + shift.astype(xs.dtype).reshape(shape)
         diff = float(np.maximum.reduce(np.abs(y[:rows] - ref), None))
         scale_max = float(np.maximum.reduce(np.abs(ref), None))
+        spread = float(np.maximum.reduce(np.abs(scaled), None))
     stats = "with the running mean/var per channel"
     if rows < x.shape[0]:
         stats += f", checked on the first {rows} of {x.shape[0]} samples"
-    return _measures(diff, scale_max, 1, stats, STANDARD)
+    return _measures(diff, scale_max, 1, stats, STANDARD, spread)
 
 
 def layer_norm_on_cpu(module: Any, x: torch.Tensor, output: torch.Tensor) -> dict[str, Any] | None:
@@ -89,18 +91,20 @@ def layer_norm_on_cpu(module: Any, x: torch.Tensor, output: torch.Tensor) -> dic
             ref = a / np.sqrt(np.add.reduce(a * a, 1, keepdims=True) / d + eps)
         else:
             centred = a - np.add.reduce(a, 1, keepdims=True) / d
-            ref = centred / np.sqrt(np.add.reduce(centred * centred, 1, keepdims=True) / d + module.eps)
+            sigma = np.sqrt(np.add.reduce(centred * centred, 1, keepdims=True) / d + module.eps)
+            ref = centred / sigma
         if weight is not None:
             ref = ref * weight
         if bias is not None:
             ref = ref + bias
         diff = float(np.maximum.reduce(np.abs(y.reshape(positions, d)[:take] - ref), None))
         scale = float(np.maximum.reduce(np.abs(ref), None))
+        spread = 0.0 if rms else float(np.maximum.reduce(np.abs(a) / sigma, None)) * _largest(weight)
     axes = tuple(range(x.dim() - k, x.dim()))
     stats = f"per sample over axes {axes}"
     if take < positions:
         stats += f", checked on the first {take} of {positions} positions"
-    return _measures(diff, scale, d, stats, RMS if rms else STANDARD)
+    return _measures(diff, scale, d, stats, RMS if rms else STANDARD, spread)
 
 
 class _Unreadable(Exception):
@@ -121,5 +125,18 @@ def _optional(p: torch.Tensor | None) -> np.ndarray | None:
     return None if p is None else _vector(p)
 
 
-def _measures(diff: float, scale: float, n: int, stats: str, formula: str) -> dict[str, Any]:
-    return {"norm_diff": diff, "norm_scale": scale, "norm_n": n, "norm_stats": stats, "norm_formula": formula}
+def _largest(weight: np.ndarray | None) -> float:
+    return float(np.abs(weight).max()) if weight is not None and weight.size else 1.0
+
+
+def _measures(diff: float, scale: float, n: int, stats: str, formula: str, spread: float) -> dict[str, Any]:
+    """`norm_statistics`' measures; `spread` is the largest term that the centring cancels
+    (|x| scaled as the output is), which bounds the rounding of the layer's own output."""
+    return {
+        "norm_diff": diff,
+        "norm_scale": scale,
+        "norm_n": n,
+        "norm_stats": stats,
+        "norm_formula": formula,
+        "norm_spread": spread,
+    }

@@ -29,6 +29,7 @@ def _frozen_measures(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
     ref = (xf - module.running_mean.float().view(shape)) * scale + module.bias.float().view(shape)
     y = output.detach()[:1].float()
     return {"norm_diff": (y - ref).abs().amax(), "norm_scale": ref.abs().amax(), "norm_n": 1,
+            "norm_spread": (xf * scale).abs().amax(),
             "norm_stats": "with its fixed mean/var per channel, checked on the first sample",
             "norm_formula": "(x - mean)/sqrt(var + eps)*weight + bias"}  # fmt: skip
 
