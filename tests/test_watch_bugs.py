@@ -588,3 +588,64 @@ def test_a_size_mismatch_in_a_residual_names_the_conv_that_changed_the_length() 
     assert [(a.kind, a.layer) for a in w.alerts] == [("crash", "1.conv2")]
     healthy, ok = _residual_run(kernel=3, padding=1)
     assert ok is None and healthy.alerts == []
+
+
+# -- healthy training that looked like trouble -------------------------------------------------
+
+
+class _ZeroInitBlock(nn.Module):
+    """A residual block whose branch ends in a zero-initialised layer (timm's and
+    torchvision's zero_init_last): the branch's gradients start at 0 and stay tiny
+    for the first steps, while the skip path carries the signal to the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner, self.act, self.last = nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8)
+        nn.init.zeros_(self.last.weight)
+        nn.init.zeros_(self.last.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.last(self.act(self.inner(x)))
+
+
+def test_zero_initialised_residual_branches_are_not_vanishing_gradients_when_measured_in_shares() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), *[_ZeroInitBlock() for _ in range(8)], nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    gen = torch.Generator().manual_seed(1)
+    with ll.watch(model, every=1, optimizer=opt, layers_per_step=8) as w:  # 35 modules: shares of about 7
+        for _ in range(8):
+            x = torch.randn(16, 8, generator=gen)
+            opt.zero_grad()
+            (1e-3 * F.mse_loss(model(x), x.sum(dim=1, keepdim=True))).backward()  # gradients of about 1e-3
+            opt.step()
+    assert any(p.grad_norm is not None and 0 < p.grad_norm < 1e-8 for r in w.history for p in r.params)  # tiny
+    assert [a for a in w.alerts if a.kind == "vanishing_grad"] == []
+
+
+class _TinyShift(nn.Module):
+    """Adds a parameter scaled by 1e-19 (as a key bias reaches the loss through a
+    softmax that nearly cancels it): its gradient is about 1e-19, its updates 1e-23."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shift = nn.Parameter(torch.full((4,), 1e-21))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 1e-19 * self.shift
+
+
+def test_an_update_too_small_for_float32_squares_is_not_a_missed_update() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), _TinyShift())
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    before = model[1].shift.detach().clone()
+    with ll.watch(model, every=1, optimizer=opt) as w:
+        for _ in range(3):
+            opt.zero_grad()
+            model(torch.randn(1, 4)).sum().backward()
+            opt.step()
+    assert not torch.equal(before, model[1].shift.detach())  # it did change, by about 3e-23 a step
+    assert [a for a in w.alerts if a.kind == "not_updated"] == []
+    shift = next(p for p in w.history[-1].params if p.name == "1.shift")
+    assert shift.update_ratio is not None and shift.update_ratio > 0

@@ -58,6 +58,9 @@ def grad_reset_message(param: str) -> str:
     )
 
 
+_MEASURABLE = 1e-18  # the smallest change whose square float32 still holds as a normal number (1e-36)
+
+
 def learning_rates(params: Iterable[tuple[str, nn.Parameter]], optimizer: torch.optim.Optimizer) -> dict[str, float]:
     """Each named parameter's learning rate in the optimizer (parameters outside it absent)."""
     by_id = {}
@@ -76,8 +79,10 @@ def not_updated(record: StepRecord, lrs: dict[str, float], skip: set[str]) -> It
         if p.name in skip or p.update_ratio is None or p.grad_norm is None:
             continue
         lr = lrs.get(p.name, 0.0)
-        # a step of lr * |grad| below float32's resolution of the weight is rounding, not a missed update
+        # a step of lr * |grad| below float32's resolution of the weight is rounding, not a missed update; one
+        # whose square underflows float32 (1e-23 to a bias a key's softmax ignores) is below what a norm can see
         visible = p.weight_norm is not None and lr * p.grad_norm > 1e-6 * p.weight_norm
+        visible = visible and (p.grad_max is None or lr * p.grad_max > _MEASURABLE)
         if p.update_ratio == 0 and math.isfinite(p.grad_norm) and visible:
             yield (p.module, p.name, f"{p.name} did not change in optimizer.step() although its gradient norm is "
                    f"{p.grad_norm:.3g} and its learning rate {lrs[p.name]:g}: were the gradients zeroed between "
