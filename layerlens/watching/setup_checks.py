@@ -48,6 +48,8 @@ def unregistered_tensors(model: nn.Module) -> Iterator[Found]:
     lists and dicts: not in `parameters()`, so no optimizer built from it trains them,
     and `.to()`, `state_dict()` and DDP miss them."""
     for name, m in model.named_modules():
+        if isinstance(m, torch.jit.ScriptModule):  # TorchScript keeps its own attribute tables
+            continue
         known = set(m._parameters) | set(m._buffers) | set(m._modules)
         for attr, value in vars(m).items():
             if attr.startswith("_") or attr in known:

@@ -30,7 +30,7 @@ from ..in_trace import tracing_now
 from ..layers.registry import REGISTRY
 from ..options import TraceOptions
 from ..tensor_stats import StatsBatch
-from . import mode_checks, nan_origin, setup_checks, training_checks
+from . import mode_checks, nan_origin, roots, setup_checks, training_checks
 from .alerts import KINDS, NOTES, Thresholds, exploding, step_alerts
 from .diagnoses import Diagnoses
 from .guard import Guard
@@ -131,6 +131,8 @@ class Watch(Diagnoses):
         self._call: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._crash: tuple[BaseException, TraceError] | None = None
         self._setup_flagged: set[str] = set()  # parameters already named by an attach-time alert
+        self._compiled = False  # a torch.compile'd model: its sampled forwards run eagerly (see roots)
+        self._eager = roots.Eager()
 
     # -- attaching ----------------------------------------------------------------
 
@@ -138,7 +140,9 @@ class Watch(Diagnoses):
         """Install the root and optimizer hooks (idempotent)."""
         if self._handles:
             return self
-        model = self._require_model()
+        outer = self._require_model()
+        model = roots.inner(outer)  # a compiled model: the module it wraps, as its user names it
+        self._compiled = model is not outer
         self._names = {id(m): name for name, m in model.named_modules()}
         self._params = [(n, n.rpartition(".")[0], p) for n, p in model.named_parameters()]
         self._mode_rules = [(n, m, rule) for n, m in model.named_modules()
@@ -147,10 +151,7 @@ class Watch(Diagnoses):
         self._watched = nan_origin.sentinel_param(self._params, self._order)
         self._rotation = Rotation(self._names, self._params, self.layers_per_step)
         guard = self._guard.wrap
-        self._handles = [
-            model.register_forward_pre_hook(guard(self._on_forward_start), with_kwargs=True),
-            model.register_forward_hook(guard(self._on_forward_end), always_call=True),
-        ]
+        self._handles = roots.hook_root(outer, guard(self._on_forward_start), guard(self._on_forward_end))
         self._report_setup(setup_checks.unregistered_tensors(model))
         optimizer = self._optimizer() if self._optimizer is not None else None
         if optimizer is not None and self._hook_optimizer:
@@ -178,6 +179,7 @@ class Watch(Diagnoses):
                 self._probe.remove()
                 self._probe = None
             self._last_call = None
+            self._eager.exit()
             if self._spy is not None:
                 self._spy.stop()
                 self._spy = None
@@ -350,6 +352,8 @@ class Watch(Diagnoses):
         self._check_modes(True)
         if self._sampler is not None and not self._manual:
             self._sampler.start_forward()
+            if self._compiled:  # dynamo must not compile the sampled step's hooks in: this forward runs eagerly
+                self._eager.enter()
         return None
 
     def _on_forward_end(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -368,6 +372,7 @@ class Watch(Diagnoses):
             self._explain_crash(module, raised, *call)
         if self._sentinel and self._sampler is None and module.training and output is not None:
             self._bad_output = self._bad_output or not nan_origin.output_finite(output)
+        self._eager.exit()
         if self._sampler is not None and not self._manual:
             self._sampler.end_forward()
         return None
@@ -406,6 +411,7 @@ class Watch(Diagnoses):
             self._samples += 1
             self._pending_logs = {}
             model, optimizer = self._model(), self._optimizer() if self._optimizer is not None else None
+            model = roots.inner(model) if model is not None else None
             # layers may be replaced after the optimizer is built: looked for again now and then (it walks the model)
             if model is not None and optimizer is not None and (self._samples <= 3 or self._samples % 10 == 0):
                 self._report_setup(setup_checks.optimizer_gaps(model, optimizer))
