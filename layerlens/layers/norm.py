@@ -49,6 +49,7 @@ def inspect_norm(module: nn.Module, record: LayerRecord) -> Iterator[Check]:
     # near-equal values far from 0 in a batch of 2 has |x|/sigma in the thousands while |y| is 1)
     # (observed: up to 1.5 eps * spread, in float32 and float64, for n from 2 to 32k)
     spread = float(m.get("norm_spread", 0.0))
+    spread = spread if math.isfinite(spread) else 0.0  # an input with Inf/NaN is judged as before
     rounding = (64 + 4 * math.sqrt(n)) * (1 + scale) + (16 + 2 * math.log2(max(n, 1))) * spread
     tol = machine_eps(record.outputs[0].dtype) * rounding
     mode = "training" if record.training else "eval"
