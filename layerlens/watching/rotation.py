@@ -1,9 +1,9 @@
 """Which modules a sampled step measures: all of them in a model of up to
 `per_step` modules; beyond that the root, the first trainable layer and an
-interleaved share (every k-th module, a different share each sampled step), so a sampled step costs about
-the same on a 4,000-layer model as on a 250-layer one and every layer is still
-measured every k-th sampled step. NaN/Inf is checked on every step regardless
-(see `nan_origin`)."""
+interleaved share (every k-th module, a different share each sampled step), so
+a sampled step costs about the same on a 4,000-layer model as on a 250-layer
+one and every layer is still measured every k-th sampled step. NaN/Inf is
+checked on every step regardless (see `nan_origin`)."""
 
 from __future__ import annotations
 
