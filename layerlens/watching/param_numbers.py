@@ -130,9 +130,10 @@ def _segments(flat: np.ndarray, index: list[int], sizes: list[int], out: list[fl
         roots = np.sqrt(squares).tolist()
         peaks = np.maximum.reduceat(np.abs(flat), starts).tolist() if both else None
     for j, i in enumerate(index):
-        # a float32 square past 3.4e38 overflows, one below 1e-45 underflows: those in float64
-        ok = math.isfinite(roots[j]) and roots[j] > 0
-        out[i] = roots[j] if ok else norm_of(flat[starts[j] : starts[j] + sizes[j]])
+        # a float32 square past 3.4e38 overflows: that one in float64 (NaN and Inf stay as they are). One below
+        # 1e-45 underflows, so changes under ~4e-23 an element read as 0 (a float64 look at every zero segment
+        # would cost more than the norms: with a small learning rate most updates are exactly 0)
+        out[i] = roots[j] if math.isfinite(roots[j]) else norm_of(flat[starts[j] : starts[j] + sizes[j]])
         if peaks is not None:
             maxes[i] = float(peaks[j])
 
@@ -146,10 +147,9 @@ def _starts(sizes: tuple[int, ...]) -> np.ndarray:
 
 
 def norm_of(a: np.ndarray) -> float:
-    """The 2-norm of a flat array; in float64 where float32 squares overflow or underflow
-    (an update of 1e-23 to a bias of 1e-21 is a change, not a norm of 0)."""
+    """The 2-norm of a flat array; in float64 where float32 squares overflow."""
     norm = math.sqrt(float(np.dot(a, a)))
-    return norm if math.isfinite(norm) and norm > 0 else float(np.linalg.norm(a.astype(np.float64)))
+    return norm if math.isfinite(norm) else float(np.linalg.norm(a.astype(np.float64)))
 
 
 class Views:
