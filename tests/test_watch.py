@@ -15,7 +15,6 @@ import time
 import warnings
 import weakref
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -543,33 +542,20 @@ def test_output_gradients_of_blocks_that_return_their_layers_output() -> None:
     assert {name: record.layer(name).grad_norm for name in expected} == pytest.approx(expected, rel=1e-6)
 
 
-def _three_layers() -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
-
-
-def _steps(model: Any, opt: torch.optim.Optimizer, n: int = 6) -> None:
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(n):
-        opt.zero_grad()
-        model(torch.randn(4, 8, generator=gen)).pow(2).mean().backward()
-        opt.step()
-
-
 def test_watch_takes_a_torchscript_model_as_one_layer() -> None:
     """A ScriptModule takes no hooks of its own: watch still samples its steps (its
     submodules run inside TorchScript), and training is what it is unwatched."""
-    model, plain = _three_layers(), _three_layers()
+    model, plain = _net(nn.ReLU()), _net(nn.ReLU())
     scripted = torch.jit.script(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ll.LayerlensWarning)
         with ll.watch(scripted, every=2, optimizer=opt) as w:
-            _steps(scripted, opt)
-    _steps(plain, torch.optim.SGD(plain.parameters(), lr=0.01))
+            _train(scripted, None, 6, opt)
+    _train(plain, None, 6, torch.optim.SGD(plain.parameters(), lr=0.01))
     assert [r.step for r in w.history] == [1, 3, 5] and [h.name for h in w.history[0].layers] == [""]
     assert w.history[0].layers[0].output is not None and {p.name for p in w.history[0].params} == {
-        "0.weight", "0.bias", "2.weight", "2.bias"}  # fmt: skip
+        "0.weight", "0.bias", "3.weight", "3.bias"}  # fmt: skip
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), plain.parameters(), strict=True))
 
 
@@ -580,14 +566,14 @@ def test_watch_on_a_compiled_model_uses_its_names_and_compiles_once() -> None:
 
     torch._dynamo.reset()
     dynamo_utils.counters.clear()  # counts of the whole process: other tests compile too
-    model = _three_layers()
+    model = _net(nn.ReLU())
     compiled = torch.compile(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ll.LayerlensWarning)  # the first trace's note: traced eagerly
         with ll.watch(compiled, every=2, optimizer=opt) as w:
-            _steps(compiled, opt)
+            _train(compiled, None, 6, opt)
     assert [r.step for r in w.history] == [1, 3, 5]
-    assert [h.name for h in w.history[0].layers] == ["0", "1", "2", ""]
+    assert [h.name for h in w.history[0].layers] == ["0", "1", "2", "3", ""]
     assert dynamo_utils.counters["stats"]["unique_graphs"] == 1
     assert w.alerts == []
