@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import TraceError
+from ..flatten import flatten
 from ..options import TraceOptions
-from . import nan_origin, setup_checks, training_checks
+from . import gradient_flow, loss_checks, nan_origin, roots, setup_checks, symmetry, training_checks
 from .health import Alert, StepRecord
 
 
@@ -36,6 +38,11 @@ class Diagnoses:
     _setup_flagged: set[str]
     _watched: nn.Parameter | None
     _bad_output: bool
+    _step_lrs: dict[str, float] | None
+    _loss_looks: int
+    _symmetric: dict[str, tuple[nn.Parameter, float]]
+    _sampler: Any
+    _guard: Any
 
     def _keep(self, alert: Alert) -> None:
         raise NotImplementedError
@@ -79,9 +86,16 @@ class Diagnoses:
                        "forward was finite: the loss (or its gradient) was NaN/Inf")  # fmt: skip
             self._keep(Alert("nan_grad", self.step_count, layer, "", f"{message}; {note}", self._rank, param))
 
-    def _grads_not_reset(self, param: str) -> None:
+    def _probe_found(self, kind: str, param: str) -> None:
+        """What the gradient-reset probe saw: gradients never reset, or never used."""
+        if kind == "no_step":
+            model = self._model()
+            type_name = type(model).__name__ if model is not None else ""
+            message = f"(root) ({type_name}): {training_checks.no_step_message(param)}"
+            self._keep(Alert(kind, self.step_count, "", type_name, message, self._rank, param))
+            return
         module = param.rpartition(".")[0]
-        self._keep(Alert("grad_not_reset", self.step_count, module, "", training_checks.grad_reset_message(param),
+        self._keep(Alert(kind, self.step_count, module, "", training_checks.grad_reset_message(param),
                          self._rank, param))  # fmt: skip
 
     def _trace_first(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -125,14 +139,61 @@ class Diagnoses:
         except Exception:  # not reproducible by a trace: the user's own exception says it all
             return
 
+    def _learning_rates(self, params: list[tuple[str, str, nn.Parameter]]) -> dict[str, float] | None:
+        """Each of `params`' learning rate now (read before the update: a scheduler
+        changes it right after `step()`, and warm-up starts from 0)."""
+        optimizer = self._optimizer() if self._optimizer is not None else None
+        if optimizer is None:
+            return None
+        return training_checks.learning_rates(((n, p) for n, _, p in params), optimizer)
+
     def _check_updates(self, record: StepRecord) -> None:
-        model, optimizer = self._model(), self._optimizer() if self._optimizer is not None else None
-        if model is None or optimizer is None:
+        lrs, self._step_lrs = self._step_lrs, None
+        if lrs is None or self._model() is None:
             return
-        measured = {p.name for p in record.params}
-        lrs = training_checks.learning_rates(((n, p) for n, _, p in self._params if n in measured), optimizer)
         for module, param, message in training_checks.not_updated(record, lrs, self._setup_flagged):
             self._keep(Alert("not_updated", record.step, module, "", message, self._rank, param))
+
+    def _check_symmetry(self) -> None:
+        """Layers whose units the updates keep identical (see symmetry)."""
+        found = list(symmetry.judge(self._symmetric)) if self._symmetric else []
+        model = self._model()
+        if not found or model is None:
+            return
+        modules = dict(roots.inner(model).named_modules())
+        for param, message in found:
+            module = param.rpartition(".")[0]
+            type_name = type(modules[module]).__name__ if module in modules else ""
+            where = f"{module or '(root)'} ({type_name})" if type_name else module or "(root)"
+            self._keep(Alert("symmetric_weights", self.step_count, module, type_name, f"{where}: {message}",
+                             self._rank, param))  # fmt: skip
+
+    def _check_flow(self, calls: list[gradient_flow.Ran], params: list[tuple[str, str, nn.Parameter]]) -> None:
+        """Gradients that did not reach a layer, or were gone before the update (with an optimizer)."""
+        optimizer = self._optimizer() if self._optimizer is not None else None
+        if optimizer is None:
+            return
+        in_groups = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        for kind, layer, type_name, param, message in gradient_flow.judge(calls, params, in_groups):
+            where = f"{layer or '(root)'} ({type_name})" if type_name else layer or "(root)"
+            self._keep(Alert(kind, self.step_count, layer, type_name, f"{where}: {message}", self._rank, param))
+
+    def _probe_loss(self, module: nn.Module, output: Any) -> None:
+        """Have the backward tell what the loss did with the model's output (see loss_checks)."""
+        found: list[tuple[str, torch.Tensor]] = []
+        flatten(output, found, [])
+        y = next((t for _, t in found if t.is_floating_point() and t.numel() >= 4), None)
+        if y is None or not loss_checks.watchable(y) or self._sampler is None:
+            return
+        self._loss_looks += 1
+        layer, type_name = self._sampler.producer(y) or ("", type(module).__name__)
+        step = self.step_count
+
+        def report(message: str) -> None:
+            self._keep(Alert("loss_mismatch", step, layer, type_name, f"{layer or '(root)'} ({type_name}): {message}",
+                             self._rank))  # fmt: skip
+
+        y.register_hook(self._guard.wrap(loss_checks.LossProbe(y, report)))  # type: ignore[no-untyped-call]
 
     def _report_setup(self, found: Iterable[setup_checks.Found]) -> None:
         for kind, layer, type_name, param, message in found:

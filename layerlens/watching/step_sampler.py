@@ -30,6 +30,7 @@ from ..layers.registry import REGISTRY
 from ..tensor_capture import Capture, Staged, Stats, resolved, tensor_version
 from ..tensor_stats import SAMPLE, StatsBatch, as_numpy
 from . import nan_origin
+from .gradient_flow import Ran
 from .guard import Guard
 from .health import LayerHealth, ParamHealth, StepRecord
 from .param_numbers import Snapshot, Views, norm_of, norms
@@ -43,7 +44,7 @@ Params = list[tuple[str, str, nn.Parameter]]
 class _Pending:
     """A layer's health while its numbers are still being gathered."""
 
-    __slots__ = ("grad", "health", "inputs", "measures", "output", "shares")
+    __slots__ = ("grad", "health", "hooked", "inputs", "measures", "output", "shares")
 
     def __init__(self, health: LayerHealth) -> None:
         self.health = health
@@ -53,6 +54,7 @@ class _Pending:
         self.measures: dict[str, Any] = {}
         self.grad: Any = None  # the gradient's numbers: [norm, max |g|(, nan, inf)]
         self.shares: _Pending | None = None  # an inner layer whose output this one returned as it was: its gradient
+        self.hooked = False  # its output required grad: a gradient is expected in the backward
 
 
 class _GradHook:
@@ -185,6 +187,7 @@ class StepSampler:
             pending.output = capture.stats(y)
             self._special(module, ins[0] if ins else None, y, pending)
             if y.requires_grad:
+                pending.hooked = True
                 self._hook_grad(y, pending)
         self._layers.append(pending)
 
@@ -241,6 +244,27 @@ class StepSampler:
         return hook
 
     # -- optimizer ----------------------------------------------------------------
+
+    @property
+    def params(self) -> Params:
+        """The parameters this step measures (name, module, parameter)."""
+        return self._params
+
+    def producer(self, y: torch.Tensor) -> tuple[str, str] | None:
+        """(name, type) of the innermost layer of this forward that returned `y` as it is."""
+        entry = self._hooked.get(id(y))
+        if entry is None or entry[0]() is not y:
+            return None
+        pending = entry[2]
+        while pending.shares is not None:
+            pending = pending.shares
+        return pending.health.name, pending.health.type_name
+
+    def calls(self) -> list[Ran]:
+        """This step's layer calls so far, with whether a gradient reached their outputs
+        (before `resolve`: for the gradient-flow rules at the optimizer's step)."""
+        return [Ran(p.health.name, p.health.type_name, p.health.leaf, p.hooked,
+                    (p.shares or p).grad is not None) for p in self._layers]  # fmt: skip
 
     def before_update(self) -> None:
         """Keep the gradients and a copy of each parameter before the optimizer changes them."""

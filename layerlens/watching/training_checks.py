@@ -15,30 +15,55 @@ from .sharded import local
 
 
 class GradResetProbe:
-    """A tensor hook on one trainable parameter: at the first backward after an
-    optimizer step, on a sampled step, its `.grad` must be None or zero. One
-    reduction per sampled step; between samples the hook only compares two ints."""
+    """A tensor hook on one trainable parameter, at each backward, and a look at each
+    optimizer step (`starting`, before the update).
 
-    def __init__(self, name: str, param: nn.Parameter, wanted: Callable[[], bool], report: Callable[[str], None]):
+    `grad_not_reset`: between two optimizer steps no backward found the `.grad`
+    reset (None, or zero), and one found it holding values: each update adds all
+    the earlier ones' gradients. Judged over an interval with a sampled backward
+    (one reduction there); a reset to None is seen for free at any backward, so a
+    GAN's discriminator, whose gradients the generator's backward leaves behind
+    until its own `zero_grad()`, is fine. `no_step`: while no optimizer step has
+    begun at all, `.grad` found reset to None at two backwards after the first:
+    each backward's gradients are thrown away unused."""
+
+    def __init__(self, name: str, param: nn.Parameter, wanted: Callable[[], bool], report: Callable[[str, str], None]):
         self.name = name
         self.param = param
         self.wanted = wanted  # whether this step is sampled
-        self.report = report
-        self.steps = 0  # optimizer steps so far
-        self.seen = 0  # the optimizer step count at the last backward
+        self.report = report  # (kind, parameter)
+        self.steps = 0  # optimizer steps begun so far
+        self.backwards = 0
+        self.discarded = 0  # backwards that found the previous one's gradient reset, before any step
+        self.reset = False  # since the last step, a backward found .grad reset
+        self.stale = False  # ... or holding values
         self.handle = param.register_hook(self._hook)  # type: ignore[no-untyped-call]
 
-    def stepped(self) -> None:
+    def starting(self) -> None:
+        """An optimizer step begins: judge the backwards since the previous one."""
+        if self.stale and not self.reset:
+            self.report("grad_not_reset", self.name)
         self.steps += 1
+        self.reset = self.stale = False
 
     def _hook(self, grad: torch.Tensor) -> None:
-        first = self.seen < self.steps
-        self.seen = self.steps
-        if not first or self.steps == 0 or not self.wanted():
-            return
+        self.backwards += 1
         old = self.param.grad
-        if old is not None and bool(torch.count_nonzero(local(old).detach()) > 0):
-            self.report(self.name)
+        if self.steps == 0:
+            if old is None and self.backwards > 1:
+                self.discarded += 1
+                if self.discarded == 2:
+                    self.report("no_step", self.name)
+            return
+        if self.reset:
+            return
+        if old is None:
+            self.reset = True
+        elif self.stale or self.wanted():
+            if bool(torch.count_nonzero(local(old).detach()) > 0):
+                self.stale = True
+            else:
+                self.reset = True
 
     def remove(self) -> None:
         self.handle.remove()
@@ -55,6 +80,14 @@ def grad_reset_message(param: str) -> str:
         f"the gradient of {param} still held the previous step's values when this step's backward began: "
         "gradients are not reset between optimizer steps (optimizer.zero_grad() forgotten?), so every step "
         "adds to all the steps before it"
+    )
+
+
+def no_step_message(param: str) -> str:
+    return (
+        f"backward() ran again and again, but optimizer.step() never did, and {param}'s gradient was reset "
+        "(zero_grad) before each backward: the gradients are thrown away and nothing trains (optimizer.step() "
+        "forgotten?)"
     )
 
 

@@ -30,7 +30,7 @@ from ..in_trace import tracing_now
 from ..layers.registry import REGISTRY
 from ..options import TraceOptions
 from ..tensor_stats import StatsBatch
-from . import mode_checks, nan_origin, roots, setup_checks, training_checks
+from . import loss_checks, mode_checks, nan_origin, roots, setup_checks, symmetry, training_checks
 from .alerts import KINDS, NOTES, Thresholds, exploding, step_alerts
 from .diagnoses import Diagnoses
 from .guard import Guard
@@ -133,6 +133,9 @@ class Watch(Diagnoses):
         self._setup_flagged: set[str] = set()  # parameters already named by an attach-time alert
         self._compiled = False  # a torch.compile'd model: its sampled forwards run eagerly (see roots)
         self._eager = roots.Eager()
+        self._loss_looks = 0  # sampled steps whose loss input was looked at (see loss_checks)
+        self._step_lrs: dict[str, float] | None = None  # the learning rates of the sampled step's update
+        self._symmetric: dict[str, tuple[nn.Parameter, float]] = {}  # weights with equal rows (see symmetry)
 
     # -- attaching ----------------------------------------------------------------
 
@@ -160,10 +163,11 @@ class Watch(Diagnoses):
                 optimizer.register_step_post_hook(guard(self._on_optimizer_end)),
             ]
         if optimizer is not None:
+            self._symmetric = symmetry.candidates(model)
             self._report_setup(setup_checks.optimizer_gaps(model, optimizer))
             probe = training_checks.pick_probe(model, optimizer)
             if probe is not None:
-                report = guard(self._grads_not_reset)
+                report = guard(self._probe_found)
                 self._probe = training_checks.GradResetProbe(*probe, lambda: self._sampler is not None, report)
         return self
 
@@ -373,6 +377,8 @@ class Watch(Diagnoses):
         if self._sentinel and self._sampler is None and module.training and output is not None:
             self._bad_output = self._bad_output or not nan_origin.output_finite(output)
         self._eager.exit()
+        if self._sampler is not None and module.training and raised is None and self._loss_looks < loss_checks.LOOKS:
+            self._probe_loss(module, output)
         if self._sampler is not None and not self._manual:
             self._sampler.end_forward()
         return None
@@ -384,7 +390,12 @@ class Watch(Diagnoses):
         if model is not None and not model.training and self._mode_dependent:
             self._keep(Alert("train_forgotten", self.step_count, "", type(model).__name__,
                              mode_checks.train_forgotten_message(self._mode_dependent), self._rank))  # fmt: skip
+        if self._probe is not None:
+            self._probe.starting()
         if self._sampler is not None and self._sampler.record is None:
+            if not _has_closure(args, kwargs):  # a closure runs the forward and backward inside the step
+                self._check_flow(self._sampler.calls(), self._sampler.params)
+            self._step_lrs = self._learning_rates(self._sampler.params)  # as this update uses them (not the next)
             self._sampler.before_update()
             self._judge(self._sampler.resolve())
         elif self._sentinel and self._sampler is None and self._origin is None and self._watched is not None:
@@ -392,8 +403,6 @@ class Watch(Diagnoses):
         return None
 
     def _on_optimizer_end(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._probe is not None:
-            self._probe.stepped()
         if self._sampler is not None:
             self._sampler.after_update()
         return None
@@ -443,6 +452,7 @@ class Watch(Diagnoses):
         if not judged:
             self._judge(record)
         self._check_updates(record)
+        self._check_symmetry()
         late = list(exploding(record, self.thresholds, self._first_grads))  # needs the update ratios
         record.alerts += late
         if self._writer is not None:
@@ -511,6 +521,11 @@ def watch(
     """
     return Watch(model, every, optimizer, raise_on, allow_inf, thresholds, jsonl, options, trace_first, hook_optimizer,
                  sentinel, layers_per_step)  # fmt: skip
+
+
+def _has_closure(args: Any, kwargs: Any) -> bool:
+    """Whether `optimizer.step` was given a closure (LBFGS, SAM): its gradients come later."""
+    return any(callable(a) for a in args) or callable((kwargs or {}).get("closure"))
 
 
 def _rank() -> int:

@@ -1,0 +1,102 @@
+"""Gradients that never reach a layer, or are gone before the update: judged at
+`optimizer.step()` on a sampled step, from which layer outputs got a gradient
+in the step's backward and which parameters hold one now.
+
+- `no_gradient`: a leaf layer ran in the forward, its trainable parameters are
+  in the optimizer, yet neither its output nor they got a gradient: the graph
+  was cut after it (`.detach()`, `.data`, a NumPy round trip, `torch.no_grad()`
+  around it) or its output never reaches the loss.
+- `grad_cleared`: the backward reached the model, but no parameter holds a
+  gradient at the step (`zero_grad()` between `backward()` and `step()`).
+- `no_backward`: nothing of the backward reached the model before the step
+  (`loss.backward()` missing, or called after `step()`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from torch import nn
+
+from .setup_checks import listed
+
+
+@dataclass(frozen=True)
+class Ran:
+    """One layer call of the sampled forward, as the gradient-flow rules see it."""
+
+    name: str
+    type_name: str
+    leaf: bool
+    needs_grad: bool  # its output required grad (a gradient hook was set on it)
+    got_grad: bool  # ... and a gradient reached it in the backward
+
+
+Found = tuple[str, str, str, str, str]  # kind, layer, type name, parameter, message
+
+
+def judge(calls: list[Ran], params: list[tuple[str, str, nn.Parameter]], in_optimizer: set[int]) -> Iterator[Found]:
+    """The gradient-flow alerts of one sampled step, at its optimizer step (before the update).
+    `params` are the step's measured (name, module, parameter); only trainable ones the
+    optimizer holds count: a parameter left out of it on purpose is not an alarm."""
+    trained = [(n, m, p) for n, m, p in params if p.requires_grad and id(p) in in_optimizer]
+    if not trained or not calls:
+        return
+    root = next((c for c in calls if c.name == ""), calls[-1])
+    if all(p.grad is None for _, _, p in trained):
+        if any(c.got_grad for c in calls):
+            yield ("grad_cleared", "", root.type_name, "", GRAD_CLEARED)
+        elif any(c.needs_grad for c in calls):
+            yield ("no_backward", "", root.type_name, "", NO_BACKWARD)
+        return
+    yield from _cut_layers(calls, trained)
+
+
+def _cut_layers(calls: list[Ran], trained: list[tuple[str, str, nn.Parameter]]) -> Iterator[Found]:
+    """One `no_gradient` alert, at the last leaf (in call order) that ran and got
+    no gradient, naming the others before it: the graph is cut after that one."""
+    owned: dict[str, list[nn.Parameter]] = {}
+    names: dict[str, list[str]] = {}
+    for n, m, p in trained:
+        owned.setdefault(m, []).append(p)
+        names.setdefault(m, []).append(n)
+    seen: set[str] = set()
+    cut: list[Ran] = []
+    for c in calls:
+        if c.name in seen:  # a layer called twice counts once: any call's gradient reaches its parameters
+            continue
+        seen.add(c.name)
+        mine = owned.get(c.name)
+        if c.leaf and mine and not c.got_grad and all(p.grad is None for p in mine):
+            cut.append(c)
+    got = {c.name for c in calls if c.got_grad}
+    cut = [c for c in cut if c.name not in got]
+    if not cut:
+        return
+    last = cut[-1]
+    how = (
+        "its output was computed with gradients off (torch.no_grad() or torch.inference_mode() around it)"
+        if not last.needs_grad
+        else "its output never reached the loss's graph: cut after it (.detach(), .data, a NumPy round trip, "
+        "torch.tensor(...) of it) or not used by the loss"
+    )
+    others = [f"{c.name} ({c.type_name})" for c in cut[:-1]]
+    also = f"; so did {listed(others)} before it" if others else ""
+    message = (
+        f"ran in this step's forward, but {listed(names[last.name])} got no gradient: {how}{also}. The optimizer "
+        "holds them, and they never train (if freezing is meant, set requires_grad=False and leave them out "
+        "of the optimizer)"
+    )
+    yield ("no_gradient", last.name, last.type_name, names[last.name][0], message)
+
+
+GRAD_CLEARED = (
+    "the backward reached the model's layers, but no parameter holds a gradient at optimizer.step(): the "
+    "gradients were cleared between backward() and step() (optimizer.zero_grad() in the wrong place?), so "
+    "nothing trains. Call zero_grad() before the forward, or right after step()"
+)
+NO_BACKWARD = (
+    "optimizer.step() ran before any gradient reached the model in this step: is loss.backward() missing, "
+    "or called after step()? Nothing trains (or each update uses the previous step's gradients)"
+)

@@ -1,0 +1,56 @@
+"""Units that can never differ: a Linear or convolution whose output units all have
+the same weights (a constant initialisation) compute the same value and get the
+same gradient, so every update keeps them equal. Rows equal at the first sampled
+step are candidates; a later sampled step judges them once an update changed the
+weight: still equal is the alert, different (a zero-initialised head, a LoRA
+`B`, which the first update sets apart) is fine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from .sharded import local
+
+_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+def candidates(model: nn.Module) -> dict[str, tuple[nn.Parameter, float]]:
+    """Trainable weights of Linear and convolution layers whose output units (rows)
+    are all equal now: name -> (parameter, its norm now)."""
+    found: dict[str, tuple[nn.Parameter, float]] = {}
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            w = getattr(m, "weight", None)
+            if not isinstance(m, _LAYERS) or not isinstance(w, nn.Parameter) or not w.requires_grad:
+                continue
+            if w.dim() >= 2 and w.shape[0] >= 2 and _rows_equal(w):
+                found[f"{name}.weight" if name else "weight"] = (w, float(local(w).float().norm()))
+    return found
+
+
+def judge(found: dict[str, tuple[nn.Parameter, float]]) -> Iterator[tuple[str, str]]:
+    """(parameter, message) for each candidate that an update changed and that still has
+    equal rows; the candidates judged either way leave `found`."""
+    with torch.no_grad():
+        for name in list(found):
+            w, norm = found[name]
+            if float(local(w).float().norm()) == norm:  # not updated yet: judged later
+                continue
+            del found[name]
+            if _rows_equal(w):
+                yield name, f"all {w.shape[0]} output units of {name} {STUCK}"
+
+
+def _rows_equal(w: torch.Tensor) -> bool:
+    t = local(w).detach()
+    return t.shape[0] >= 2 and bool((t == t[:1]).all())
+
+
+STUCK = (
+    "have the same weights, and the update kept them the same: they compute one value and get one gradient, so "
+    "they never differ (a constant initialisation?). Initialise the weights randomly (the layer's default "
+    "reset_parameters())"
+)
