@@ -69,3 +69,10 @@ def first_input(inputs: tuple[np.ndarray | None, ...], k: int = 0) -> np.ndarray
     if value is None:
         raise Unverifiable(f"positional input {k} was not recorded")
     return value
+
+
+def unit_weights(module: Any) -> Any:
+    """The weight whose first dimension indexes the output units (a Linear's
+    (out, in), a convolution's (out, in/groups, *kernel)), or None."""
+    w = getattr(module, "weight", None)
+    return w if isinstance(w, torch.nn.Parameter) and w.dim() >= 2 else None

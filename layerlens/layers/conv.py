@@ -19,7 +19,16 @@ from ..formulas import (
     per_dim,
 )
 from ..records import Check, LayerRecord
-from ._helpers import array, copy_attrs, first_input, first_tensor, main_shapes, shape_text, spatial_names
+from ._helpers import (
+    array,
+    copy_attrs,
+    first_input,
+    first_tensor,
+    main_shapes,
+    shape_text,
+    spatial_names,
+    unit_weights,
+)
 from .registry import Expected, LayerFamily, Unverifiable
 
 _CONV_ATTRS = (
@@ -207,5 +216,13 @@ def reference_conv(m: Any, inputs: tuple[np.ndarray | None, ...], r: LayerRecord
 
 
 FAMILIES = (
-    LayerFamily("conv", _TYPES, inspect=inspect_conv, expect=expect_conv, reference=reference_conv, color="#c8e1ff"),
+    LayerFamily(
+        "conv",
+        _TYPES,
+        inspect=inspect_conv,
+        expect=expect_conv,
+        reference=reference_conv,
+        units=unit_weights,
+        color="#c8e1ff",
+    ),
 )

@@ -8,7 +8,7 @@ import numpy as np
 from torch import nn
 
 from ..records import LayerRecord
-from ._helpers import array, copy_attrs, first_input, first_tensor, shape_text
+from ._helpers import array, copy_attrs, first_input, first_tensor, shape_text, unit_weights
 from .registry import Expected, LayerFamily
 
 
@@ -45,5 +45,5 @@ def reference_linear(m: nn.Linear, inputs: tuple[np.ndarray | None, ...], r: Lay
 
 FAMILIES = (
     LayerFamily("linear", (nn.Linear, nn.LazyLinear), inspect=inspect_linear, expect=expect_linear,
-                reference=reference_linear, color="#c9ecd1"),
+                reference=reference_linear, units=unit_weights, color="#c9ecd1"),
 )  # fmt: skip

@@ -97,6 +97,9 @@ class LayerFamily:
       such a layer (e.g. turn a fused fast path off so submodules are called).
     - `index_limit(module)`: the largest integer input the layer accepts + 1,
       for random inputs made from shapes (an Embedding's `num_embeddings`).
+    - `units(module)`: the weight whose first dimension indexes the layer's
+      output units (a Linear's, a convolution's), for `watch`'s rule on units
+      a constant initialisation keeps identical; None where there is none.
     - `color`: the diagram's fill colour for the family.
     - `covers_overrides`: the rule holds for subclasses that override
       `forward` too (the generic family; families written for such classes).
@@ -114,6 +117,7 @@ class LayerFamily:
     in_model: Inspector | None = None  # (module, record, root) -> checks
     during_trace: Callable[[], AbstractContextManager[Any]] | None = None
     index_limit: Callable[..., int | None] | None = None  # (module)
+    units: Callable[..., Any] | None = None  # (module) -> the weight whose rows are the output units
     color: str | None = None
     covers_overrides: bool = False
 

@@ -52,8 +52,11 @@ def judge(z: torch.Tensor, g: torch.Tensor, squashed: bool) -> str | None:
     return None
 
 
-_VIEWS = ("View", "Reshape", "Unsafe", "Permute", "Transpose", "Squeeze", "Unsqueeze", "Clone", "Contiguous",
-          "Alias", "Select", "Slice", "Split", "Unbind", "ToCopy")  # fmt: skip
+# autograd's nodes, by their names in lower case: the ops that squash (torch.sigmoid, torch.softmax, whichever
+# module or function called them), and those that only reshape or copy what they are given
+_SQUASHING = ("sigmoidbackward", "softmaxbackward")
+_VIEWS = ("view", "reshape", "unsafe", "permute", "transpose", "squeeze", "unsqueeze", "clone", "contiguous",
+          "alias", "select", "slice", "split", "unbind", "tocopy")  # fmt: skip
 
 
 def squashed(z: torch.Tensor) -> bool:
@@ -62,8 +65,8 @@ def squashed(z: torch.Tensor) -> bool:
     for _ in range(8):
         if node is None:
             return False
-        name = type(node).__name__
-        if name.startswith(("Sigmoid", "Softmax")):
+        name = type(node).__name__.lower()
+        if name.startswith(_SQUASHING):
             return True
         if not name.startswith(_VIEWS) or not node.next_functions:
             return False

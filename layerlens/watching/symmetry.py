@@ -1,9 +1,10 @@
 """Units that can never differ: a Linear or convolution whose output units all have
 the same weights (a constant initialisation) compute the same value and get the
-same gradient, so every update keeps them equal. Rows equal at the first sampled
-step are candidates; a later sampled step judges them once an update changed the
-weight: still equal is the alert, different (a zero-initialised head, a LoRA
-`B`, which the first update sets apart) is fine."""
+same gradient, so every update keeps them equal. Rows equal when watch attaches
+are candidates (the family's `units` hook says which weight holds the units); a
+sampled step judges them once an update changed the weight: still equal is the
+alert, different (a zero-initialised head, a LoRA `B`, which the first update
+sets apart) is fine."""
 
 from __future__ import annotations
 
@@ -12,22 +13,21 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..layers.registry import REGISTRY
 from .sharded import local
-
-_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
 
 
 def candidates(model: nn.Module) -> dict[str, tuple[nn.Parameter, float]]:
-    """Trainable weights of Linear and convolution layers whose output units (rows)
-    are all equal now: name -> (parameter, its norm now)."""
+    """Trainable weights whose output units (rows, as the layer's family names them:
+    a Linear's, a convolution's) are all equal now: name -> (parameter, its norm now)."""
     found: dict[str, tuple[nn.Parameter, float]] = {}
+    owners = {id(p): n for n, p in model.named_parameters()}
     with torch.no_grad():
-        for name, m in model.named_modules():
-            w = getattr(m, "weight", None)
-            if not isinstance(m, _LAYERS) or not isinstance(w, nn.Parameter) or not w.requires_grad:
-                continue
-            if w.dim() >= 2 and w.shape[0] >= 2 and _rows_equal(w):
-                found[f"{name}.weight" if name else "weight"] = (w, float(local(w).float().norm()))
+        for m in model.modules():
+            units = REGISTRY.coverage(type(m)).hook("units")
+            w = units(m) if units is not None else None
+            if isinstance(w, nn.Parameter) and w.requires_grad and id(w) in owners and _rows_equal(w):
+                found[owners[id(w)]] = (w, float(local(w).float().norm()))
     return found
 
 
