@@ -174,3 +174,20 @@ def _dtypes(dtypes: Any, n: int) -> list[torch.dtype]:
     if len(kinds) != n or not all(isinstance(d, torch.dtype) for d in kinds):
         raise ValueError(f"dtypes must be {n} torch dtype(s), one per input shape; got {dtypes!r}")
     return kinds
+
+
+_NAMES: dict[Any, tuple[str, ...]] = {}
+
+
+def positional_names(model: nn.Module) -> tuple[str, ...]:
+    """Names of forward's positional parameters (`("x", "y")`), for diagram labels
+    (cached per forward function: `inspect.signature` is slow)."""
+    forward = getattr(model.forward, "__func__", model.forward)
+    if forward not in _NAMES:
+        try:
+            params = inspect.signature(model.forward).parameters.values()
+        except (TypeError, ValueError):
+            return ()
+        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        _NAMES[forward] = tuple(p.name for p in params if p.kind in kinds)
+    return _NAMES[forward]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import threading
 import warnings
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ from .errors import LayerlensWarning, TraceError
 from .failure import describe_inputs, expected_by, failure_message, input_hint, size_culprit
 from .flop_count import FlopCount, per_call
 from .in_trace import running_trace
-from .inputs import on_device, positional_inputs
+from .inputs import on_device, positional_inputs, positional_names
 from .layers.registry import REGISTRY
 from .model_index import ModelIndex
 from .model_plan import plan, strangers_called
@@ -273,25 +272,8 @@ def _meta(model: nn.Module, index: ModelIndex, opts: TraceOptions) -> TraceMeta:
         grad=opts.grad,
         torch_version=torch.__version__,
         layerlens_version=__version__,
-        input_names=_positional_names(model),
+        input_names=positional_names(model),
     )
-
-
-_NAMES: dict[Any, tuple[str, ...]] = {}
-
-
-def _positional_names(model: nn.Module) -> tuple[str, ...]:
-    """Names of forward's positional parameters (`("x", "y")`), for diagram labels
-    (cached per forward function: `inspect.signature` is slow)."""
-    forward = getattr(model.forward, "__func__", model.forward)
-    if forward not in _NAMES:
-        try:
-            params = inspect.signature(model.forward).parameters.values()
-        except (TypeError, ValueError):
-            return ()
-        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        _NAMES[forward] = tuple(p.name for p in params if p.kind in kinds)
-    return _NAMES[forward]
 
 
 def _trace_error(

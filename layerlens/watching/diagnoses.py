@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import TraceError
 from ..flatten import flatten
 from ..options import TraceOptions
-from . import gradient_flow, loss_checks, nan_origin, roots, setup_checks, symmetry, training_checks
+from . import backward_crash, gradient_flow, loss_checks, nan_origin, roots, setup_checks, symmetry, training_checks
 from .health import Alert, StepRecord
 
 
@@ -146,6 +146,23 @@ class Diagnoses:
         if optimizer is None:
             return None
         return training_checks.learning_rates(((n, p) for n, _, p in params), optimizer)
+
+    def _explain_backward(self, error: Exception) -> None:
+        """An error out of the training loop that autograd raised about a tensor: the
+        model's input or the layer behind it, as a note on the error and a `crash` alert."""
+        from ..tracing import trace
+
+        model = self._model()
+        if model is None:
+            return
+        found = backward_crash.explain(error, roots.inner(model), self._last_call, trace)
+        if found is None:
+            return
+        layer, type_name, message = found
+        where = f"{layer or '(root)'} ({type_name})"
+        if hasattr(error, "add_note"):
+            error.add_note(f"layerlens: {where}: {message}")
+        self._alerts.append(Alert("crash", self.step_count, layer, type_name, f"{where}: {message}", self._rank))
 
     def _check_updates(self, record: StepRecord) -> None:
         lrs, self._step_lrs = self._step_lrs, None

@@ -200,6 +200,9 @@ class Watch(Diagnoses):
         if kind is None:
             self.detach()
             return
+        if isinstance(exc, Exception) and (self._crash is None or self._crash[0] is not exc):
+            with contextlib.suppress(Exception):  # a backward that raised: say what the model did to it
+                self._explain_backward(exc)
         with contextlib.suppress(Exception):  # the loop raised: detach, and let its exception through
             self.detach()
         if self._crash is not None and self._crash[0] is exc:  # a watched forward raised: say where, as trace does
