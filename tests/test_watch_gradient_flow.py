@@ -105,6 +105,31 @@ def test_a_cut_after_a_deep_encoder_is_one_alert_at_the_layer_before_the_cut() -
     assert _kinds(_watched(Split(depth=3), _usual)) == []
 
 
+def test_a_head_that_only_other_steps_train_is_fine() -> None:
+    """Multi-task training: both heads run every step, each step's loss uses one; every
+    sampled step (1, 3, 5, ...) uses head a, so head b is never seen with a gradient,
+    but it trains in between."""
+
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.a, self.b = Split().enc, nn.Linear(16, 3), nn.Linear(16, 3)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            h = self.body(x)
+            return self.a(h), self.b(h)
+
+    task = iter(range(100))
+
+    def step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+        opt.zero_grad()
+        out_a, out_b = model(x)
+        F.cross_entropy(out_a if next(task) % 2 == 0 else out_b, y).backward()
+        opt.step()
+
+    assert _kinds(_watched(TwoHeads(), step, every=2)) == []
+
+
 def test_a_frozen_backbone_outside_the_optimizer_is_fine() -> None:
     model = Split("no_grad")
     model.enc.requires_grad_(False)

@@ -40,6 +40,7 @@ class Diagnoses:
     _bad_output: bool
     _step_lrs: dict[str, float] | None
     _loss_looks: int
+    _cuts: dict[str, float]
     _symmetric: dict[str, tuple[nn.Parameter, float]]
     _sampler: Any
     _guard: Any
@@ -191,7 +192,7 @@ class Diagnoses:
         if optimizer is None:
             return
         in_groups = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        for kind, layer, type_name, param, message in gradient_flow.judge(calls, params, in_groups):
+        for kind, layer, type_name, param, message in gradient_flow.judge(calls, params, in_groups, self._cuts):
             where = f"{layer or '(root)'} ({type_name})" if type_name else layer or "(root)"
             self._keep(Alert(kind, self.step_count, layer, type_name, f"{where}: {message}", self._rank, param))
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from .setup_checks import listed
+from .sharded import local
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,13 @@ class Ran:
 Found = tuple[str, str, str, str, str]  # kind, layer, type name, parameter, message
 
 
-def judge(calls: list[Ran], params: list[tuple[str, str, nn.Parameter]], in_optimizer: set[int]) -> Iterator[Found]:
+def judge(
+    calls: list[Ran], params: list[tuple[str, str, nn.Parameter]], in_optimizer: set[int], cuts: dict[str, float]
+) -> Iterator[Found]:
     """The gradient-flow alerts of one sampled step, at its optimizer step (before the update).
     `params` are the step's measured (name, module, parameter); only trainable ones the
-    optimizer holds count: a parameter left out of it on purpose is not an alarm."""
+    optimizer holds count: a parameter left out of it on purpose is not an alarm. `cuts`
+    (kept by the caller from step to step) holds the layers seen without a gradient."""
     trained = [(n, m, p) for n, m, p in params if p.requires_grad and id(p) in in_optimizer]
     if not trained or not calls:
         return
@@ -50,12 +55,17 @@ def judge(calls: list[Ran], params: list[tuple[str, str, nn.Parameter]], in_opti
         elif any(c.needs_grad for c in calls):
             yield ("no_backward", "", root.type_name, "", NO_BACKWARD)
         return
-    yield from _cut_layers(calls, trained)
+    yield from _cut_layers(calls, trained, cuts)
 
 
-def _cut_layers(calls: list[Ran], trained: list[tuple[str, str, nn.Parameter]]) -> Iterator[Found]:
-    """One `no_gradient` alert, at the last leaf (in call order) that ran and got
-    no gradient, naming the others before it: the graph is cut after that one."""
+def _cut_layers(
+    calls: list[Ran], trained: list[tuple[str, str, nn.Parameter]], cuts: dict[str, float]
+) -> Iterator[Found]:
+    """One `no_gradient` alert, at the last leaf (in call order) that ran and got no
+    gradient, naming the others before it: the graph is cut after that one. A layer
+    counts once a second sampled step finds it so with its weights as they were at
+    the first: a head that only some steps' losses use (multi-task training) trains
+    in between, and is fine."""
     owned: dict[str, list[nn.Parameter]] = {}
     names: dict[str, list[str]] = {}
     for n, m, p in trained:
@@ -71,7 +81,7 @@ def _cut_layers(calls: list[Ran], trained: list[tuple[str, str, nn.Parameter]]) 
         if c.leaf and mine and not c.got_grad and all(p.grad is None for p in mine):
             cut.append(c)
     got = {c.name for c in calls if c.got_grad}
-    cut = [c for c in cut if c.name not in got]
+    cut = [c for c in cut if c.name not in got and _unchanged(c.name, owned[c.name], cuts)]
     if not cut:
         return
     last = cut[-1]
@@ -84,11 +94,19 @@ def _cut_layers(calls: list[Ran], trained: list[tuple[str, str, nn.Parameter]]) 
     others = [f"{c.name} ({c.type_name})" for c in cut[:-1]]
     also = f"; so did {listed(others)} before it" if others else ""
     message = (
-        f"ran in this step's forward, but {listed(names[last.name])} got no gradient: {how}{also}. The optimizer "
-        "holds them, and they never train (if freezing is meant, set requires_grad=False and leave them out "
-        "of the optimizer)"
+        f"ran in this step's forward, but {listed(names[last.name])} got no gradient (nor on an earlier sampled "
+        f"step, and the weights have not changed since): {how}{also}. The optimizer holds them, and they never "
+        "train (if freezing is meant, set requires_grad=False and leave them out of the optimizer)"
     )
     yield ("no_gradient", last.name, last.type_name, names[last.name][0], message)
+
+
+def _unchanged(layer: str, params: list[nn.Parameter], cuts: dict[str, float]) -> bool:
+    """Whether `layer` was seen without a gradient before, with the same weights."""
+    with torch.no_grad():
+        mark = sum(float(local(p).detach().float().norm()) for p in params)
+    before, cuts[layer] = cuts.get(layer), mark
+    return before == mark
 
 
 GRAD_CLEARED = (
