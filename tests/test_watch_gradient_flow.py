@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -183,6 +184,41 @@ def test_optimizer_step_forgotten() -> None:
     before = model.head.weight.clone()
     assert _kinds(_watched(model, step)) == [("no_step", "")]
     assert torch.equal(model.head.weight, before)
+
+
+def test_an_optimizer_stepped_by_other_means_is_not_a_forgotten_step() -> None:
+    """SAM-style: `first_step` perturbs the weights, `second_step` restores them and
+    steps an inner optimizer; the watched optimizer's own `step()` never runs."""
+
+    class TwoSteps(torch.optim.SGD):
+        def __init__(self, params: Any) -> None:
+            super().__init__(params, lr=0.05)
+            self.inner = torch.optim.SGD(self.param_groups, lr=0.05)
+
+        @torch.no_grad()
+        def first_step(self) -> None:
+            self.saved = [p.clone() for g in self.param_groups for p in g["params"]]
+            for p in (p for g in self.param_groups for p in g["params"] if p.grad is not None):
+                p.add_(p.grad, alpha=0.01)
+            self.zero_grad()
+
+        @torch.no_grad()
+        def second_step(self) -> None:
+            for p, old in zip((p for g in self.param_groups for p in g["params"]), self.saved, strict=True):
+                p.copy_(old)
+            self.inner.step()
+            self.zero_grad()
+
+    model = Split()
+    opt = TwoSteps(model.parameters())
+
+    def step(model: nn.Module, opt: Any, x: torch.Tensor, y: torch.Tensor) -> None:
+        F.cross_entropy(model(x), y).backward()
+        opt.first_step()
+        F.cross_entropy(model(x), y).backward()
+        opt.second_step()
+
+    assert _kinds(_watched(model, step, opt, every=1)) == []
 
 
 def test_a_closure_optimizer_steps_inside_its_step() -> None:

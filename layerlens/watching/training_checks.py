@@ -24,8 +24,9 @@ class GradResetProbe:
     (one reduction there); a reset to None is seen for free at any backward, so a
     GAN's discriminator, whose gradients the generator's backward leaves behind
     until its own `zero_grad()`, is fine. `no_step`: while no optimizer step has
-    begun at all, `.grad` found reset to None at two backwards after the first:
-    each backward's gradients are thrown away unused."""
+    begun at all, `.grad` found reset to None at two backwards after the first,
+    with the parameter unchanged between them: each backward's gradients are
+    thrown away unused."""
 
     def __init__(self, name: str, param: nn.Parameter, wanted: Callable[[], bool], report: Callable[[str, str], None]):
         self.name = name
@@ -34,7 +35,8 @@ class GradResetProbe:
         self.report = report  # (kind, parameter)
         self.steps = 0  # optimizer steps begun so far
         self.backwards = 0
-        self.discarded = 0  # backwards that found the previous one's gradient reset, before any step
+        self.discarded = 0  # backwards that found the previous one's gradient reset, before any step (-1: it trains)
+        self.mark = 0.0  # the parameter's norm at the first of them
         self.reset = False  # since the last step, a backward found .grad reset
         self.stale = False  # ... or holding values
         self.handle = param.register_hook(self._hook)  # type: ignore[no-untyped-call]
@@ -50,10 +52,8 @@ class GradResetProbe:
         self.backwards += 1
         old = self.param.grad
         if self.steps == 0:
-            if old is None and self.backwards > 1:
-                self.discarded += 1
-                if self.discarded == 2:
-                    self.report("no_step", self.name)
+            if old is None and self.backwards > 1 and self.discarded >= 0:
+                self._discarded()
             return
         if self.reset:
             return
@@ -64,6 +64,20 @@ class GradResetProbe:
                 self.stale = True
             else:
                 self.reset = True
+
+    def _discarded(self) -> None:
+        """A backward found the previous one's gradient reset, no step ever: the second
+        time, if the parameter is as it was the first time, say so (an optimizer stepped
+        by other means, SAM's `first_step`/`second_step`, moves it: then never)."""
+        with torch.no_grad():
+            mark = float(local(self.param).detach().float().norm())
+        self.discarded += 1
+        if self.discarded == 1:
+            self.mark = mark
+        elif mark != self.mark:
+            self.discarded = -1  # it trains: stop looking
+        elif self.discarded == 2:
+            self.report("no_step", self.name)
 
     def remove(self) -> None:
         self.handle.remove()
