@@ -165,6 +165,20 @@ def test_zero_grad_between_backward_and_step() -> None:
     assert _kinds(_watched(Split(), _usual)) == []
 
 
+def test_one_update_skipped_on_purpose_is_not_a_misplaced_zero_grad() -> None:
+    """A loop that drops one batch's gradients (a loss spike, say) before its step."""
+    count = iter(range(100))
+
+    def step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        if next(count) == 4:
+            opt.zero_grad()
+        opt.step()
+
+    assert _kinds(_watched(Split(), step, every=1)) == []
+
+
 def test_step_before_backward() -> None:
     def step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
         opt.zero_grad()

@@ -41,6 +41,7 @@ class Diagnoses:
     _step_lrs: dict[str, float] | None
     _loss_looks: int
     _cuts: dict[str, float]
+    _loop_seen: dict[str, int]
     _symmetric: dict[str, tuple[nn.Parameter, float]]
     _sampler: Any
     _guard: Any
@@ -193,6 +194,10 @@ class Diagnoses:
             return
         in_groups = {id(p) for group in optimizer.param_groups for p in group["params"]}
         for kind, layer, type_name, param, message in gradient_flow.judge(calls, params, in_groups, self._cuts):
+            if kind in gradient_flow.WHOLE_STEP:  # a loop's mistake shows on every sampled step: said at the second
+                self._loop_seen[kind] = self._loop_seen.get(kind, 0) + 1
+                if self._loop_seen[kind] < 2:
+                    continue
             where = f"{layer or '(root)'} ({type_name})" if type_name else layer or "(root)"
             self._keep(Alert(kind, self.step_count, layer, type_name, f"{where}: {message}", self._rank, param))
 

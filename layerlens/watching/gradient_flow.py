@@ -36,6 +36,7 @@ class Ran:
 
 
 Found = tuple[str, str, str, str, str]  # kind, layer, type name, parameter, message
+WHOLE_STEP = ("grad_cleared", "no_backward")  # about the loop, not a layer: said once two sampled steps show it
 
 
 def judge(

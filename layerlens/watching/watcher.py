@@ -135,6 +135,7 @@ class Watch(Diagnoses):
         self._eager = roots.Eager()
         self._loss_looks = 0  # sampled steps whose loss input was looked at (see loss_checks)
         self._cuts: dict[str, float] = {}  # layers seen without a gradient (see gradient_flow)
+        self._loop_seen: dict[str, int] = {}  # sampled steps that showed each of gradient_flow.WHOLE_STEP
         self._step_lrs: dict[str, float] | None = None  # the learning rates of the sampled step's update
         self._symmetric: dict[str, tuple[nn.Parameter, float]] = {}  # weights with equal rows (see symmetry)
 
