@@ -106,6 +106,35 @@ def test_a_cut_after_a_deep_encoder_is_one_alert_at_the_layer_before_the_cut() -
     assert _kinds(_watched(Split(depth=3), _usual)) == []
 
 
+def test_an_output_the_loss_ignores_is_a_note_not_an_alert() -> None:
+    """A pooler (BERT's) runs and returns its output, which a token-level loss ignores:
+    it does not train, which is worth knowing, and is no bug."""
+
+    class Pooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.pooler, self.head = Split().enc, nn.Linear(16, 16), nn.Linear(16, 3)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            h = self.body(x)
+            return self.head(h), torch.tanh(self.pooler(h))
+
+    def step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+        opt.zero_grad()
+        logits, _ = model(x)
+        F.cross_entropy(logits, y).backward()
+        opt.step()
+
+    model = Pooled()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ll.watch(model, every=3, optimizer=opt) as w:
+        for x, y in _data(12):
+            step(model, opt, x, y)
+    assert w.alerts == []
+    assert [(n.kind, n.layer) for n in w.notes] == [("unused_output", "pooler")]
+    assert "its output does not reach the loss" in w.notes[0].message
+
+
 def test_a_head_that_only_other_steps_train_is_fine() -> None:
     """Multi-task training: both heads run every step, each step's loss uses one; every
     sampled step (1, 3, 5, ...) uses head a, so head b is never seen with a gradient,

@@ -16,7 +16,7 @@ KINDS = ("nan", "nan_grad", "exploding_grad", "vanishing_grad", "dead_relu", "sa
          "functional_dropout_in_eval", "no_gradient", "grad_cleared", "no_backward", "no_step", "loss_mismatch",
          "symmetric_weights", "crash", "check")  # fmt: skip
 # Kinds that are worth knowing but are not trouble: reported once, as notes, never raised.
-NOTES = ("zero_grad_by_construction",)
+NOTES = ("zero_grad_by_construction", "unused_output")
 # A gradient this many times smaller than the largest of its layer's other parameters is
 # zero up to rounding: zero by construction (an attention key bias: softmax ignores a
 # shift shared by all keys), not vanishing.

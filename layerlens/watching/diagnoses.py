@@ -42,6 +42,7 @@ class Diagnoses:
     _loss_looks: int
     _cuts: dict[str, float]
     _loop_seen: dict[str, int]
+    _cuts_traced: gradient_flow.Severed | None
     _symmetric: dict[str, tuple[nn.Parameter, float]]
     _sampler: Any
     _guard: Any
@@ -193,7 +194,11 @@ class Diagnoses:
         if optimizer is None:
             return
         in_groups = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        for kind, layer, type_name, param, message in gradient_flow.judge(calls, params, in_groups, self._cuts):
+        severed = gradient_flow.severed_in(self.first_trace) if self._cuts_traced is None else self._cuts_traced
+        self._cuts_traced = severed
+        for kind, layer, type_name, param, message in gradient_flow.judge(
+            calls, params, in_groups, self._cuts, severed
+        ):
             if kind in gradient_flow.WHOLE_STEP:  # a loop's mistake shows on every sampled step: said at the second
                 self._loop_seen[kind] = self._loop_seen.get(kind, 0) + 1
                 if self._loop_seen[kind] < 2:

@@ -30,7 +30,7 @@ from ..in_trace import tracing_now
 from ..layers.registry import REGISTRY
 from ..options import TraceOptions
 from ..tensor_stats import StatsBatch
-from . import loss_checks, mode_checks, nan_origin, roots, setup_checks, symmetry, training_checks
+from . import gradient_flow, loss_checks, mode_checks, nan_origin, roots, setup_checks, symmetry, training_checks
 from .alerts import KINDS, NOTES, Thresholds, exploding, step_alerts
 from .diagnoses import Diagnoses
 from .guard import Guard
@@ -136,6 +136,7 @@ class Watch(Diagnoses):
         self._loss_looks = 0  # sampled steps whose loss input was looked at (see loss_checks)
         self._cuts: dict[str, float] = {}  # layers seen without a gradient (see gradient_flow)
         self._loop_seen: dict[str, int] = {}  # sampled steps that showed each of gradient_flow.WHOLE_STEP
+        self._cuts_traced: gradient_flow.Severed | None = None  # the first trace's data flow (see gradient_flow)
         self._step_lrs: dict[str, float] | None = None  # the learning rates of the sampled step's update
         self._symmetric: dict[str, tuple[nn.Parameter, float]] = {}  # weights with equal rows (see symmetry)
 
