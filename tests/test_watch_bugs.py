@@ -279,6 +279,49 @@ def test_a_recurrent_layer_reading_the_batch_as_time() -> None:
     assert _alerts(healthy, opt, lambda: loop(healthy, opt)) == []
 
 
+class Attender(nn.Module):
+    """Token classifier over a Transformer encoder, fed (batch, sequence) tokens."""
+
+    def __init__(self, batch_first: bool, time_major: bool = False) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=batch_first)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(16, 3)
+        self.time_major = time_major  # feeds (sequence, batch, features), as batch_first=False expects
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.emb(tokens)
+        h = self.enc(h.transpose(0, 1)).transpose(0, 1) if self.time_major else self.enc(h)
+        return self.head(h.mean(dim=1))
+
+
+@pytest.mark.parametrize("healthy", [{"batch_first": True}, {"batch_first": False, "time_major": True}])
+def test_attention_reading_the_batch_as_the_sequence(healthy: dict[str, bool]) -> None:
+    """nn.TransformerEncoderLayer defaults to batch_first=False: fed (B, T, E), every
+    position attends across the batch, and the shapes all still fit."""
+
+    def loop(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(6):
+            tokens = torch.randint(0, 50, (16, 7), generator=gen)
+            opt.zero_grad()
+            F.cross_entropy(model(tokens), tokens[:, 0] % 3).backward()
+            opt.step()
+
+    torch.manual_seed(0)
+    model = Attender(batch_first=False)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    alerts = _alerts(model, opt, lambda: loop(model, opt))
+    assert _kinds(alerts) == [("check", "enc.layers.0.self_attn"), ("check", "enc.layers.1.self_attn")]
+    assert "[16, 7, 16] as 16 positions of a batch of 7" in alerts[0].message
+
+    torch.manual_seed(0)
+    twin = Attender(**healthy)
+    opt = torch.optim.Adam(twin.parameters(), lr=1e-3)
+    assert _alerts(twin, opt, lambda: loop(twin, opt)) == []
+
+
 class Center(nn.Module):
     """Subtracts the mean: in place (the bug) or out of place."""
 

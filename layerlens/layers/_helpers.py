@@ -76,3 +76,28 @@ def unit_weights(module: Any) -> Any:
     (out, in), a convolution's (out, in/groups, *kernel)), or None."""
     w = getattr(module, "weight", None)
     return w if isinstance(w, torch.nn.Parameter) and w.dim() >= 2 else None
+
+
+def batch_axis_check(record: Any, root: Any, name: str, steps_are: str) -> Any:
+    """A sequence-first layer (batch_first=False: (T, B, ...)) whose sequence axis has
+    the model's batch size, on both the model's input and output, while what it reads
+    as the batch does not come back in the output: (B, T, F) data fed as (T, B, F).
+    A failed `Check` named `name`, or None."""
+    from ..records import Check
+
+    if record is root or not record.inputs or not root.inputs or not root.outputs:
+        return None
+    shape, model_in, model_out = record.inputs[0].shape, root.inputs[0].shape, root.outputs[0].shape
+    if len(shape) != 3 or not model_in or not model_out:
+        return None
+    steps, batch = shape[0], shape[1]
+    if steps == batch or model_in[0] != steps or model_out[0] != steps:
+        return None
+    if len(model_out) >= 3 and model_out[1] == batch:
+        return None  # sequence-first in and out: (T, B, ...) throughout
+    return Check(
+        name, False, f"batch {steps}", f"batch {batch}",
+        f"batch_first=False reads the input {list(shape)} as {steps} {steps_are} of a batch of {batch}, but the "
+        f"model's input {list(model_in)} and output {list(model_out)} have {steps} along dim 0: is the data "
+        "(batch, sequence, features)? pass batch_first=True, or feed (sequence, batch, features)",
+    )  # fmt: skip

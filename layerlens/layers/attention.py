@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..records import LayerRecord
-from ._helpers import array, copy_attrs, first_tensor, shape_text
+from ..records import Check, LayerRecord
+from ._helpers import array, batch_axis_check, copy_attrs, first_tensor, shape_text
 from .activation import softmax
 from .registry import Expected, LayerFamily, Probe, Unverifiable
 
@@ -77,6 +77,17 @@ def _fused_difference(
     tol = 1e-3 * (1.0 + output.abs().amax())
     differs = gap > tol
     return {"fused_differs": differs.sum(), "fused_elsewhere": gap.masked_fill(differs, 0).amax()}
+
+
+def attention_in_model(module: nn.MultiheadAttention, record: LayerRecord, root: LayerRecord) -> Iterator[Check]:
+    """`attention_batch_axis`: a sequence-first attention (batch_first=False, as
+    nn.MultiheadAttention and the Transformer layers default to) fed (B, T, E) data
+    attends across the batch instead of along the sequence (see `batch_axis_check`)."""
+    if module.batch_first:
+        return
+    found = batch_axis_check(record, root, "attention_batch_axis", "positions")
+    if found is not None:
+        yield found
 
 
 def expect_attention(module: nn.MultiheadAttention, args: tuple[Any, ...]) -> str | None:
@@ -217,7 +228,7 @@ def unfused() -> Iterator[None]:
 _COLOR = "#f7d4e6"
 FAMILIES = (
     LayerFamily("attention", (nn.MultiheadAttention,), inspect=inspect_attention, expect=expect_attention,
-                reference=reference_attention, during_trace=unfused, color=_COLOR),
+                reference=reference_attention, in_model=attention_in_model, during_trace=unfused, color=_COLOR),
     LayerFamily("transformer_layer", (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer),
                 inspect=inspect_transformer_layer, during_trace=unfused, color=_COLOR),
     LayerFamily("transformer_encoder", (nn.TransformerEncoder,), inspect=inspect_transformer_stack,

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from ..records import Check, LayerRecord
-from ._helpers import array, copy_attrs, first_input, machine_eps, shape_text
+from ._helpers import array, batch_axis_check, copy_attrs, first_input, machine_eps, shape_text
 from .activation import relu, sigmoid, tanh
 from .registry import Expected, LayerFamily, Probe, Unverifiable
 
@@ -45,25 +45,13 @@ def inspect_rnn(module: nn.RNNBase, record: LayerRecord) -> Iterator[Check]:
 
 
 def recurrent_in_model(module: nn.RNNBase, record: LayerRecord, root: LayerRecord) -> Iterator[Check]:
-    """`rnn_batch_axis`: a time-major layer (batch_first=False) whose time axis has the
-    model's batch size, on both the model's input and output, while what it reads as
-    the batch does not come back in the output: (B, T, F) data fed as (T, B, F)."""
-    if module.batch_first or record is root or not record.inputs or not root.inputs or not root.outputs:
+    """`rnn_batch_axis`: a time-major layer (batch_first=False) fed (B, T, F) data (see
+    `batch_axis_check`); a packed sequence has no such question."""
+    if module.batch_first or any(t.path == "0.batch_sizes" for t in record.inputs):
         return
-    shape, model_in, model_out = record.inputs[0].shape, root.inputs[0].shape, root.outputs[0].shape
-    if len(shape) != 3 or not model_in or not model_out or any(t.path == "0.batch_sizes" for t in record.inputs):
-        return
-    steps, batch = shape[0], shape[1]
-    if steps == batch or model_in[0] != steps or model_out[0] != steps:
-        return
-    if len(model_out) >= 3 and model_out[1] == batch:
-        return  # time-major in and out: (T, B, ...) throughout
-    yield Check(
-        "rnn_batch_axis", False, f"batch {steps}", f"batch {batch}",
-        f"batch_first=False reads the input {list(shape)} as {steps} time steps of a batch of {batch}, but the "
-        f"model's input {list(model_in)} and output {list(model_out)} have {steps} along dim 0: is the data "
-        "(batch, time, features)? pass batch_first=True, or feed (time, batch, features)",
-    )  # fmt: skip
+    found = batch_axis_check(record, root, "rnn_batch_axis", "time steps")
+    if found is not None:
+        yield found
 
 
 def _final_state_check(module: nn.RNNBase, record: LayerRecord) -> Check:
