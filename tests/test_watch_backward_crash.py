@@ -4,6 +4,7 @@ input or the layer that caused it. The healthy twins train without a word."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import pytest
@@ -119,3 +120,24 @@ def test_other_errors_of_the_loop_pass_through_untouched() -> None:
     with pytest.raises(ValueError, match="the user's own") as raised:
         loop()
     assert not getattr(raised.value, "__notes__", None) and w.alerts == []
+
+
+@pytest.mark.parametrize("mistake", ["no_grad", "frozen"])
+def test_a_loss_without_a_graph_says_why(mistake: str) -> None:
+    """The training forward under torch.no_grad(), or every parameter frozen: backward
+    has nothing to run through."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    if mistake == "frozen":
+        model.requires_grad_(False)
+
+    def loop() -> None:
+        with ll.watch(model, every=1):
+            with torch.no_grad() if mistake == "no_grad" else contextlib.nullcontext():
+                out = model(torch.randn(2, 4))
+            F.cross_entropy(out, torch.tensor([0, 2])).backward()
+
+    with pytest.raises(RuntimeError, match="does not require grad") as raised:
+        loop()
+    (note,) = raised.value.__notes__
+    assert ("ran with gradients off" if mistake == "no_grad" else "all frozen") in note

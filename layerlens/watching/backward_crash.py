@@ -6,7 +6,9 @@ point at a tensor, not at the code that made the mistake:
   without `.detach()`), so this backward runs into the freed one;
 - "modified by an inplace operation": a tensor the backward needs was changed
   in place after it was made; a trace of the same batch (which changes nothing)
-  finds the in-place operations on a tensor of that shape, and whose code ran them.
+  finds the in-place operations on a tensor of that shape, and whose code ran them;
+- "does not require grad and does not have a grad_fn": the forward ran under
+  `torch.no_grad()`, or every parameter is frozen.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ _INPLACE = re.compile(r"modified by an inplace operation: \[\S+ \[([\d, ]*)\]\],
 
 
 def explain(error: BaseException, model: nn.Module, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-            trace: Callable[..., Any]) -> Found | None:  # fmt: skip
-    """What the model did to make this backward error, or None when it is not one we know."""
+            trace: Callable[..., Any], grad_off: bool = False) -> Found | None:  # fmt: skip
+    """What the model did to make this backward error, or None when it is not one we know.
+    `grad_off`: the model's latest training forward ran with gradients off."""
     text = str(error)
+    if "does not require grad and does not have a grad_fn" in text:
+        return _no_graph(model, grad_off)
     if call is None:
         return None
     if "backward through the graph a second time" in text:
@@ -38,6 +43,21 @@ def explain(error: BaseException, model: nn.Module, call: tuple[tuple[Any, ...],
         shape = tuple(int(d) for d in found.group(1).split(",") if d.strip())
         return _inplace(model, call, shape, re.sub(r"Backward\d*$", "", found.group(2)), trace)
     return None
+
+
+def _no_graph(model: nn.Module, grad_off: bool) -> Found | None:
+    """A loss with no graph behind it: the forward ran with gradients off, or nothing trains."""
+    if grad_off:
+        why = (
+            "the model's latest training forward ran with gradients off (under torch.no_grad() or "
+            "torch.inference_mode()), so the loss has no graph to run backward through: take the training "
+            "forward out of it"
+        )
+    elif not any(p.requires_grad for p in model.parameters()):
+        why = "no parameter of the model requires grad (all frozen), so the loss has no graph: unfreeze what trains"
+    else:
+        return None
+    return "", type(model).__name__, why
 
 
 def _stale_input(model: nn.Module, call: tuple[tuple[Any, ...], dict[str, Any]]) -> Found | None:

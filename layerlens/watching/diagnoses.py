@@ -43,6 +43,7 @@ class Diagnoses:
     _cuts: dict[str, float]
     _loop_seen: dict[str, int]
     _cuts_traced: gradient_flow.Severed | None
+    _grad_off: bool
     _symmetric: dict[str, tuple[nn.Parameter, float]]
     _sampler: Any
     _guard: Any
@@ -158,7 +159,7 @@ class Diagnoses:
         model = self._model()
         if model is None:
             return
-        found = backward_crash.explain(error, roots.inner(model), self._last_call, trace)
+        found = backward_crash.explain(error, roots.inner(model), self._last_call, trace, self._grad_off)
         if found is None:
             return
         layer, type_name, message = found

@@ -136,6 +136,7 @@ class Watch(Diagnoses):
         self._loss_looks = 0  # sampled steps whose loss input was looked at (see loss_checks)
         self._cuts: dict[str, float] = {}  # layers seen without a gradient (see gradient_flow)
         self._loop_seen: dict[str, int] = {}  # sampled steps that showed each of gradient_flow.WHOLE_STEP
+        self._grad_off = False  # the latest training forward ran with gradients off
         self._cuts_traced: gradient_flow.Severed | None = None  # the first trace's data flow (see gradient_flow)
         self._step_lrs: dict[str, float] | None = None  # the learning rates of the sampled step's update
         self._symmetric: dict[str, tuple[nn.Parameter, float]] = {}  # weights with equal rows (see symmetry)
@@ -349,7 +350,8 @@ class Watch(Diagnoses):
                 self._spy = mode_checks.EvalModeSpy(self._names)
                 self._spy.start()
             return None
-        if self._mode_dependent and not torch.is_grad_enabled():
+        self._grad_off = not torch.is_grad_enabled()  # the latest training forward's (see backward_crash)
+        if self._mode_dependent and self._grad_off:
             self._keep(Alert("eval_forgotten", self.step_count, "", type(module).__name__,
                              mode_checks.eval_forgotten_message(self._mode_dependent), self._rank))  # fmt: skip
             return None
