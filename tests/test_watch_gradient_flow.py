@@ -387,7 +387,7 @@ def _gradient(z: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor]) -> 
     return leaf.grad
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     rows=st.integers(2, 24),
     classes=st.integers(2, 12),
@@ -413,7 +413,9 @@ def test_cross_entropy_is_told_from_its_gradient(
     assert loss_checks.judge(probs, brier, squashed=True) is None
     log_probs = torch.log_softmax(logits, dim=1)
     assert loss_checks.judge(log_probs, _gradient(log_probs, lambda q: F.nll_loss(q, target)), squashed=False) is None
-    if rows * (classes - 1) >= 4 and float(probs.max() - probs.min()) > 1e-2:
+    # told apart where the probabilities spread: not two classes (softmax is then a sigmoid of the difference,
+    # which over near-even probabilities a line, a Brier score's gradient, fits as well), not near one-hot rows
+    if classes >= 3 and rows >= 4 and scale <= 2:
         found = loss_checks.judge(probs, _gradient(probs, ce), squashed=True)
         assert found == loss_checks.CE_ON_PROBABILITIES
 

@@ -22,6 +22,7 @@ none, and say nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -80,19 +81,25 @@ def _on_simplex(z: torch.Tensor, dim: int) -> bool:
 
 def _cross_entropy(z: torch.Tensor, g: torch.Tensor, dim: int) -> bool:
     """g = (softmax(z) - target) / n: each row of g sums to 0, and over the other
-    classes softmax(z) = n g + smoothing / classes, one line for every row."""
+    classes softmax(z) = n g + smoothing / classes, one line for every row; and not
+    as well a line in z itself, which a squared error on the probabilities (a Brier
+    score) gives, and which softmax over two near-even classes cannot be told from."""
     rows = g.abs().sum(dim)
     if not bool((g.sum(dim).abs() <= 1e-5 * rows + 1e-30).all()):
         return False
     s = torch.softmax(z, dim)
     others = g > 0
-    return _on_a_line(g[others], s[others], through_origin=False)
+    return _told_apart(_misfit(g[others], s[others], through_origin=False),
+                       _misfit(g[others], z[others], through_origin=False))  # fmt: skip
 
 
 def _bce_with_logits(z: torch.Tensor, g: torch.Tensor) -> bool:
-    """g = (sigmoid(z) - y) / n with y in {0, 1}: y = 1 exactly where g < 0."""
+    """g = (sigmoid(z) - y) / n with y in {0, 1}: y = 1 exactly where g < 0 (and not
+    as well g = (z - y) / n, a squared error on the probabilities)."""
     target = (g < 0).to(z.dtype)
-    return _on_a_line(g.reshape(-1), (torch.sigmoid(z) - target).reshape(-1), through_origin=True)
+    flat = g.reshape(-1)
+    return _told_apart(_misfit(flat, (torch.sigmoid(z) - target).reshape(-1), through_origin=True),
+                       _misfit(flat, (z - target).reshape(-1), through_origin=True))  # fmt: skip
 
 
 def _nll(g: torch.Tensor, dim: int) -> bool:
@@ -101,19 +108,25 @@ def _nll(g: torch.Tensor, dim: int) -> bool:
     return bool((nonzero <= 1).all()) and bool((nonzero == 1).any()) and bool((g <= 0).all())
 
 
-def _on_a_line(x: torch.Tensor, y: torch.Tensor, through_origin: bool) -> bool:
-    """Whether y = a x (+ b) with a > 0 to float32 rounding, where the points spread
-    enough to tell a line from a curve."""
+def _told_apart(fit: float, rival: float) -> bool:
+    """The identity holds to rounding, and the rival loss's identity clearly does not."""
+    return fit <= _FIT and rival > 30 * _FIT
+
+
+def _misfit(x: torch.Tensor, y: torch.Tensor, through_origin: bool) -> float:
+    """How far y is from a line y = a x (+ b) with a > 0, relative to |y|; infinite where
+    the points do not spread enough to tell a line from a curve, or a <= 0."""
     if x.numel() < 4 or float(y.max() - y.min()) < 1e-3 * float(y.abs().max()):
-        return False  # (nearly) one value: every curve fits it
+        return math.inf  # (nearly) one value: every curve fits it
     if through_origin:
         a, b = float((x * y).sum() / (x * x).sum()), 0.0
     else:
         xm, ym = x.mean(), y.mean()
         a = float(((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum())
         b = float(ym - a * xm)
-    misfit = float((y - (a * x + b)).abs().max())
-    return a > 0 and misfit <= _FIT * float(y.abs().max())
+    if not a > 0:
+        return math.inf
+    return float((y - (a * x + b)).abs().max()) / float(y.abs().max())
 
 
 class LossProbe:
