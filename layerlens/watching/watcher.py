@@ -401,7 +401,9 @@ class Watch(Diagnoses):
         if self._probe is not None:
             self._probe.starting()
         if self._sampler is not None and self._sampler.record is None:
-            if not _has_closure(args, kwargs):  # a closure runs the forward and backward inside the step
+            # a closure runs the forward and backward inside the step; the loop's structure shows on the first
+            # samples, and a change to it (a layer replaced) on every tenth after (as the optimizer's groups)
+            if not _has_closure(args, kwargs) and (self._samples <= 4 or self._samples % 10 == 0):
                 self._check_flow(self._sampler.calls(), self._sampler.params)
             self._step_lrs = self._learning_rates(self._sampler.params)  # as this update uses them (not the next)
             self._sampler.before_update()
