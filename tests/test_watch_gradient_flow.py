@@ -55,20 +55,26 @@ def _data(steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(torch.randn(16, 8, generator=gen), torch.randint(0, 3, (16,), generator=gen)) for _ in range(steps)]
 
 
-def _watched(
-    model: nn.Module,
-    step: Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor], None],
-    opt: torch.optim.Optimizer | None = None,
-    steps: int = 12,
-    every: int = 3,
-) -> list[Alert]:
+Step = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor], None]
+
+
+def _watch(
+    model: nn.Module, step: Step, opt: torch.optim.Optimizer | None = None, steps: int = 12, every: int = 3
+) -> ll.Watch:
+    """`steps` of the loop `step` under watch, with no warning of any kind (the watch never broke)."""
     opt = opt or torch.optim.SGD(model.parameters(), lr=0.05)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no LayerlensWarning either: the watch never broke
+        warnings.simplefilter("error")
         with ll.watch(model, every=every, optimizer=opt) as w:
             for x, y in _data(steps):
                 step(model, opt, x, y)
-    return w.alerts
+    return w
+
+
+def _watched(
+    model: nn.Module, step: Step, opt: torch.optim.Optimizer | None = None, steps: int = 12, every: int = 3
+) -> list[Alert]:
+    return _watch(model, step, opt, steps, every).alerts
 
 
 def _kinds(alerts: list[Alert]) -> list[tuple[str, str]]:
@@ -125,11 +131,7 @@ def test_an_output_the_loss_ignores_is_a_note_not_an_alert() -> None:
         F.cross_entropy(logits, y).backward()
         opt.step()
 
-    model = Pooled()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    with ll.watch(model, every=3, optimizer=opt) as w:
-        for x, y in _data(12):
-            step(model, opt, x, y)
+    w = _watch(Pooled(), step)
     assert w.alerts == []
     assert [(n.kind, n.layer) for n in w.notes] == [("unused_output", "pooler")]
     assert "its output does not reach the loss" in w.notes[0].message

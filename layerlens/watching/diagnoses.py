@@ -163,7 +163,7 @@ class Diagnoses:
         if found is None:
             return
         layer, type_name, message = found
-        where = f"{layer or '(root)'} ({type_name})"
+        where = _where(layer, type_name)
         if hasattr(error, "add_note"):
             error.add_note(f"layerlens: {where}: {message}")
         self._alerts.append(Alert("crash", self.step_count, layer, type_name, f"{where}: {message}", self._rank))
@@ -185,7 +185,7 @@ class Diagnoses:
         for param, message in found:
             module = param.rpartition(".")[0]
             type_name = type(modules[module]).__name__ if module in modules else ""
-            where = f"{module or '(root)'} ({type_name})" if type_name else module or "(root)"
+            where = _where(module, type_name)
             self._keep(Alert("symmetric_weights", self.step_count, module, type_name, f"{where}: {message}",
                              self._rank, param))  # fmt: skip
 
@@ -204,7 +204,7 @@ class Diagnoses:
                 self._loop_seen[kind] = self._loop_seen.get(kind, 0) + 1
                 if self._loop_seen[kind] < 2:
                     continue
-            where = f"{layer or '(root)'} ({type_name})" if type_name else layer or "(root)"
+            where = _where(layer, type_name)
             self._keep(Alert(kind, self.step_count, layer, type_name, f"{where}: {message}", self._rank, param))
 
     def _probe_loss(self, module: nn.Module, output: Any) -> None:
@@ -219,7 +219,7 @@ class Diagnoses:
         step = self.step_count
 
         def report(message: str) -> None:
-            self._keep(Alert("loss_mismatch", step, layer, type_name, f"{layer or '(root)'} ({type_name}): {message}",
+            self._keep(Alert("loss_mismatch", step, layer, type_name, f"{_where(layer, type_name)}: {message}",
                              self._rank))  # fmt: skip
 
         y.register_hook(self._guard.wrap(loss_checks.LossProbe(y, report)))  # type: ignore[no-untyped-call]
@@ -227,7 +227,7 @@ class Diagnoses:
     def _report_setup(self, found: Iterable[setup_checks.Found]) -> None:
         for kind, layer, type_name, param, message in found:
             self._setup_flagged.add(param)
-            where = f"{layer or '(root)'} ({type_name})" if type_name else layer or "(root)"
+            where = _where(layer, type_name)
             self._keep(Alert(kind, self.step_count, layer, type_name, f"{where}: {message}", self._rank, param))
 
     def _check_modes(self, model_training: bool) -> None:
@@ -239,3 +239,8 @@ class Diagnoses:
                 kind, message = found
                 self._keep(Alert(kind, self.step_count, name, type(m).__name__,
                                           f"{name} ({type(m).__name__}) {message}", self._rank))  # fmt: skip
+
+
+def _where(layer: str, type_name: str) -> str:
+    """`name (Type)` as alerts begin, `(root)` for the model itself, no type where unknown."""
+    return f"{layer or '(root)'} ({type_name})" if type_name else layer or "(root)"

@@ -19,11 +19,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from .setup_checks import listed
-from .sharded import local
+from .sharded import local_norm
 
 
 @dataclass(frozen=True)
@@ -151,8 +150,7 @@ def severed_in(trace: Any) -> Severed:
 
 def _unchanged(layer: str, params: list[nn.Parameter], cuts: dict[str, float]) -> bool:
     """Whether `layer` was seen without a gradient before, with the same weights."""
-    with torch.no_grad():
-        mark = sum(float(local(p).detach().float().norm()) for p in params)
+    mark = sum(local_norm(p) for p in params)
     before, cuts[layer] = cuts.get(layer), mark
     return before == mark
 

@@ -19,6 +19,13 @@ def local(t: torch.Tensor) -> torch.Tensor:
     return part
 
 
+def local_norm(t: torch.Tensor) -> float:
+    """The 2-norm of this rank's part of `t`, as a mark that says whether it changed
+    (no collective: each rank compares its own part)."""
+    with torch.no_grad():
+        return float(local(t).detach().float().norm())
+
+
 def global_norms(tensors: list[torch.Tensor], both: bool = False) -> list[float]:
     """The 2-norm of every tensor over all ranks (then, with `both`, its largest |value|)."""
     import torch.distributed as dist

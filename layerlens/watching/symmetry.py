@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..layers.registry import REGISTRY
-from .sharded import local
+from .sharded import local, local_norm
 
 
 def candidates(model: nn.Module) -> dict[str, tuple[nn.Parameter, float]]:
@@ -27,7 +27,7 @@ def candidates(model: nn.Module) -> dict[str, tuple[nn.Parameter, float]]:
             units = REGISTRY.coverage(type(m)).hook("units")
             w = units(m) if units is not None else None
             if isinstance(w, nn.Parameter) and w.requires_grad and id(w) in owners and _rows_equal(w):
-                found[owners[id(w)]] = (w, float(local(w).float().norm()))
+                found[owners[id(w)]] = (w, local_norm(w))
     return found
 
 
@@ -37,7 +37,7 @@ def judge(found: dict[str, tuple[nn.Parameter, float]]) -> Iterator[tuple[str, s
     with torch.no_grad():
         for name in list(found):
             w, norm = found[name]
-            if float(local(w).float().norm()) == norm:  # not updated yet: judged later
+            if local_norm(w) == norm:  # not updated yet: judged later
                 continue
             del found[name]
             if _rows_equal(w):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .health import StepRecord
-from .sharded import local
+from .sharded import local, local_norm
 
 
 class GradResetProbe:
@@ -69,8 +69,7 @@ class GradResetProbe:
         """A backward found the previous one's gradient reset, no step ever: the second
         time, if the parameter is as it was the first time, say so (an optimizer stepped
         by other means, SAM's `first_step`/`second_step`, moves it: then never)."""
-        with torch.no_grad():
-            mark = float(local(self.param).detach().float().norm())
+        mark = local_norm(self.param)
         self.discarded += 1
         if self.discarded == 1:
             self.mark = mark
