@@ -166,7 +166,7 @@ def _with_flag_hint(message: str, ns: argparse.Namespace) -> str:
 
 def _known_format(fmt: str) -> None:
     """Refuse an unknown table format before any work is done."""
-    from .render.table import check_format
+    from .render.table_text import check_format
 
     try:
         check_format(fmt)

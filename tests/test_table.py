@@ -3,12 +3,18 @@ params and checks, in any tabulate format, with a totals row."""
 
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import layerlens as ll
 from layerlens.models import abc
+from layerlens.render.table_text import cell_text
 from tests.conftest import ConvNet, judged_as
 
 
@@ -111,3 +117,84 @@ def test_warnings_and_errors_follow_the_table() -> None:
 def test_html_repr_for_notebooks(trace: ll.Trace) -> None:
     page = trace._repr_html_()
     assert "<table " in page and page.index("<svg") < page.index("<table ")
+
+
+class _Hostile(nn.Module):
+    """One layer under a name (and a class name) that every format must survive."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.add_module(name, type(name, (nn.Linear,), {})(2, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return next(iter(self.children()))(x)
+
+
+_HOSTILE = st.text(min_size=1, max_size=10).filter(lambda s: "." not in s and "\x00" not in s) | st.sampled_from(
+    ["<script>alert(1)</script>", "a|b", "a\nb", "\x1b[31mred", "x\ty", "&amp;", "**b**", "\\|"]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_HOSTILE)
+def test_a_markdown_table_renders_every_name_as_text_in_its_own_cell(name: str) -> None:
+    """GitHub/pipe tables go through a real Markdown renderer (markdown-it, as MkDocs
+    and Jupyter do): no raw HTML gets through, each call stays one row, and each
+    cell reads back as the text it holds (a `|` in a name splits no cell)."""
+    from markdown_it import MarkdownIt
+
+    t = ll.trace(_model_named(name), torch.randn(1, 2))
+    for fmt in ("github", "pipe"):
+        page = MarkdownIt("commonmark").enable("table").render(t.table(fmt=fmt))
+        assert "<script" not in page
+        rows = re.findall(r"<tr>(.*?)</tr>", page, re.S)
+        assert len(rows) == 1 + len(t) + 1  # the header, one per call, the totals
+        cells = [
+            html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", rows[2], re.S)
+        ]
+        shown = cell_text(name, "plain").strip()  # (Markdown trims a cell's spaces)
+        assert cells[0].endswith(shown) and cells[1] == shown
+
+
+@settings(max_examples=60, deadline=None)
+@given(_HOSTILE)
+def test_every_format_keeps_one_line_per_row_and_no_control_characters(name: str) -> None:
+    """A newline, tab or ESC in a name would break a row of any format (or drive the
+    terminal): it is shown as its escape, and the table keeps one line per call."""
+    t = ll.trace(_model_named(name), torch.randn(1, 2))
+    plain = t.table(fmt="plain").splitlines()
+    assert len(plain) == 1 + len(t) + 1
+    tsv = t.table(fmt="tsv").splitlines()
+    assert max(len(line.split("\t")) for line in tsv) == len(tsv[0].split("\t"))  # (empty last cells are cut)
+    for fmt in ("simple", "github", "grid", "latex_raw", "mediawiki", "jira", "orgtbl", "textile"):
+        text = t.table(fmt=fmt)
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", text), fmt
+        if fmt in ("github", "mediawiki", "textile"):  # read as HTML where they are rendered
+            assert "<script" not in text, fmt
+
+
+def _model_named(name: str) -> nn.Module:
+    try:
+        return _Hostile(name)
+    except KeyError:  # a name torch itself refuses ("__dict__", ...)
+        assume(False)
+        raise
+
+
+def test_notes_below_a_markdown_table_are_not_read_as_rows() -> None:
+    """GitHub Markdown reads a line right below a table as one more row: a blank line first."""
+    from markdown_it import MarkdownIt
+
+    class Loose(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hidden = [nn.Linear(2, 2)]  # unregistered: a warning note below the table
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.hidden[0](x)
+
+    with pytest.warns(ll.LayerlensWarning, match="not registered"):
+        t = ll.trace(Loose(), torch.randn(1, 2))
+    page = MarkdownIt("commonmark").enable("table").render(t.table(fmt="github"))
+    assert len(re.findall(r"<tr>", page)) == 1 + len(t) + 1
+    assert "<p>warning:" in page and "not registered" in page.split("</table>")[1]

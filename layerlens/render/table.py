@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import html
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import tabulate as _tabulate
 
 from ..flop_count import flops_text
 from ..records import LayerRecord, TensorStats
 from ..trace_data import TraceData, check_depth, output_bytes, size_text
 from .facts import key_facts
+from .table_text import check_format, note_lines, tabulate_text
 
 DEFAULT_COLUMNS = ("layer", "type", "input", "output", "params", "checks")
-
-_PRESERVE = "preserve_whitespace" in inspect.signature(_tabulate.tabulate).parameters
 
 
 def _stat(field: str, fmt: Callable[[float], str] = lambda v: f"{v:.4g}") -> Callable[[LayerRecord], str]:
@@ -112,19 +107,8 @@ def render_table(
     """The table text for `trace` in tabulate format `fmt`."""
     check_format(fmt)
     cells = table_cells(trace, columns, depth)
-    html_table = fmt in _HTML
-    text = _tabulate_text(cells.rows, cells.headers, "html" if html_table else fmt)  # our cells are text: escaped
-    notes = [f"<p>{html.escape(n)}</p>" for n in cells.notes] if html_table else cells.notes
-    return "\n".join([text, *notes])
-
-
-_HTML = ("html", "unsafehtml")
-
-
-def check_format(fmt: str) -> None:
-    """A ValueError for a table format tabulate does not know (every table layerlens prints)."""
-    if fmt not in _tabulate.tabulate_formats:
-        raise ValueError(f"unknown table format {fmt!r}; tabulate knows {', '.join(_tabulate.tabulate_formats)}")
+    text = tabulate_text(cells.rows, cells.headers, fmt)  # our cells are text: escaped for the format
+    return "\n".join([text, *note_lines(cells.notes, fmt)])
 
 
 def _unchecked_notes(trace: TraceData, shown: list[int]) -> list[str]:
@@ -201,17 +185,6 @@ def _short(r: LayerRecord, parent: LayerRecord) -> str:
         base = r.name[len(parent.name) + 1 :]
         return base if r.call_index == 0 else f"{base} #{r.call_index}"
     return r.label
-
-
-def _tabulate_text(rows: list[list[str]], headers: list[str], fmt: str) -> str:
-    if _PRESERVE:
-        return _tabulate.tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True, preserve_whitespace=True)
-    old = _tabulate.PRESERVE_WHITESPACE
-    _tabulate.PRESERVE_WHITESPACE = True
-    try:
-        return _tabulate.tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
-    finally:
-        _tabulate.PRESERVE_WHITESPACE = old
 
 
 def render_checks(trace: TraceData, failed_only: bool = False) -> str:

@@ -7,12 +7,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import tabulate as _tabulate
-
 from .. import html_blocks
 from ..json_floats import decode_float, encode
 from ..records import call_label
-from ..render.table import check_format
+from ..render.table_text import check_format, note_lines, tabulate_text
 
 SCHEMA = "layerlens.verify/1"
 STATUSES = ("pass", "fail", "unchecked", "composite")
@@ -89,8 +87,8 @@ class VerifyReport:
     def table(self, fmt: str = "simple") -> str:
         """The verdicts as a table in tabulate format `fmt` (an unknown one is a ValueError)."""
         check_format(fmt)
-        text = _tabulate.tabulate(self._rows(), headers=_HEADERS, tablefmt=fmt, disable_numparse=True)
-        return f"{text}\n{self.summary()}"
+        text = tabulate_text(self._rows(), _HEADERS, fmt)
+        return "\n".join([text, *note_lines([self.summary()], fmt)])
 
     def _rows(self) -> list[list[str]]:
         return [

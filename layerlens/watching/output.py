@@ -9,10 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import tabulate as _tabulate
-
 from .. import html_blocks
 from ..render.figure import new_figure
+from ..render.table_text import check_format, note_lines, tabulate_text
 from .health import StepRecord
 
 _LAYER_HEADERS = ["Layer", "Type", "Mean", "Std", "Zeros", "NaN/Inf", "Health", "Grad norm", "Alert"]
@@ -21,12 +20,13 @@ _PARAM_HEADERS = ["Parameter", "Grad norm", "Weight norm", "Update/weight"]
 
 def render_table(record: StepRecord, fmt: str = "simple") -> str:
     """One row per layer call of a sampled step, then its parameters' numbers."""
+    check_format(fmt)
     layers, params = _layer_rows(record), _param_rows(record)
-    text = _tabulate.tabulate(layers, headers=_LAYER_HEADERS, tablefmt=fmt, disable_numparse=True)
+    text = tabulate_text(layers, _LAYER_HEADERS, fmt)
     if params:
-        text += "\n\n" + _tabulate.tabulate(params, headers=_PARAM_HEADERS, tablefmt=fmt, disable_numparse=True)
-    alerts = "\n".join(str(a) for a in record.alerts)
-    return "\n".join(part for part in (_title(record), text, alerts) if part)
+        text += "\n\n" + tabulate_text(params, _PARAM_HEADERS, fmt)
+    title, *alerts = note_lines([_title(record), *map(str, record.alerts)], fmt)
+    return "\n".join(part for part in (title, text, *alerts) if part)
 
 
 def render_html(record: StepRecord, alerts: list[Any]) -> str:
