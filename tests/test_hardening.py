@@ -406,3 +406,30 @@ def test_what_a_forward_breaks_is_put_back_and_each_part_on_its_own() -> None:
     assert model.swapped is swapped and model.resized.shape == (3,) and not model.bn.training
     assert torch.equal(model.bn.running_mean, stats) and int(model.bn.num_batches_tracked) == 0
     assert torch.equal(torch.get_rng_state(), rng) and torch.backends.mha.get_fastpath_enabled() == fast
+
+
+@pytest.mark.parametrize("fmt", ["unsafehtml", "github", "mediawiki"])
+def test_watch_and_verify_tables_escape_a_hostile_layer_name(fmt: str) -> None:
+    """The watch step table and the verify report go through the same escaping as
+    the trace table: no raw HTML where the format is read as HTML."""
+    name = "<script>alert(1)</script>"
+    model = _Named(name)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ll.watch(model, every=1, optimizer=opt) as w:
+        _train(model, opt, 2)
+    report = ll.verify(model, torch.randn(3, 2))
+    for text in (w.table(fmt=fmt), report.table(fmt=fmt)):
+        assert "<script" not in text and "alert(1)" in text
+
+
+def test_watch_takes_the_optimizer_second_as_one_writes_it() -> None:
+    """`watch(model, opt)` is the call people type first: it means optimizer=opt, every 10."""
+    model = _Named("layer")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ll.watch(model, opt) as w:
+        _train(model, opt, 11)
+    steps = [r.step for r in w.history]
+    assert w.every == 10 and len(steps) == 2 and steps[1] - steps[0] == 10
+    assert w.history[-1].params and all(p.update_ratio is not None for p in w.history[-1].params)
+    with pytest.raises(TypeError, match="sampling interval"):
+        ll.watch(model, opt, optimizer=opt)

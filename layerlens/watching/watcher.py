@@ -500,7 +500,7 @@ class Watch(Diagnoses):
 
 def watch(
     model: nn.Module,
-    every: int = 10,
+    every: int | torch.optim.Optimizer = 10,
     optimizer: torch.optim.Optimizer | None = None,
     raise_on: Iterable[str] = (),
     allow_inf: Iterable[str] = (),
@@ -512,7 +512,8 @@ def watch(
     sentinel: bool = True,
     layers_per_step: int | None = LAYERS_PER_STEP,
 ) -> Watch:
-    """Watch `model` while it trains: `with layerlens.watch(model, every=10, optimizer=opt) as w:`.
+    """Watch `model` while it trains: `with layerlens.watch(model, every=10, optimizer=opt) as w:`
+    (`watch(model, opt)` is read as `optimizer=opt`, every 10 steps).
 
     Every `every`-th step (a step is a forward call of the model in training
     mode, or `w.step()`) records per layer the output statistics, dead-unit,
@@ -529,6 +530,11 @@ def watch(
     `layers_per_step` modules has an interleaved share of them measured per
     sampled step, a different one each time (None: all, whatever it costs).
     """
+    if isinstance(every, torch.optim.Optimizer):  # `watch(model, opt)`, as one writes it
+        if optimizer is not None:
+            raise TypeError("watch(model, every, optimizer=...): every is the sampling interval, got an optimizer")
+        optimizer = every
+        every = 10
     return Watch(model, every, optimizer, raise_on, allow_inf, thresholds, jsonl, options, trace_first, hook_optimizer,
                  sentinel, layers_per_step)  # fmt: skip
 
