@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,17 +23,26 @@ ShapeLike = Sequence[int]
 
 
 def positional_inputs(
-    x: Any, input_size: Any, dtypes: Any, model: nn.Module, seed: int, device: torch.device | None = None
+    x: Any,
+    input_size: Any,
+    dtypes: Any,
+    model: nn.Module,
+    seed: int,
+    device: torch.device | None = None,
+    keywords: Collection[str] = (),
 ) -> tuple[Any, ...]:
-    """The positional arguments for `model(*args)` (random ones on `device`, or the model's)."""
+    """The positional arguments for `model(*args)` (random ones on `device`, or the
+    model's); none where the keyword inputs `keywords` are all forward needs."""
     if x is not None and input_size is not None:
         raise TypeError("trace() takes inputs x or input_size=..., not both")
     if x is None and input_size is None:
-        if _takes_no_inputs(model):
+        missing = _missing_inputs(model, keywords)
+        if not missing:
             return ()
+        given = f" (kwargs= gives {', '.join(keywords)}; forward also needs {', '.join(missing)})" if keywords else ""
         raise TypeError(
             "trace() needs inputs: pass x (a tensor, or a tuple of positional inputs) "
-            "or input_size=(...) with dtypes=[...]"
+            f"or input_size=(...) with dtypes=[...]{given}"
         )
     if x is None:
         return random_inputs(input_size, dtypes, model, seed, device)
@@ -55,15 +64,37 @@ def foreign_input(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | Non
     return None
 
 
-def _takes_no_inputs(model: nn.Module) -> bool:
-    """Whether `model.forward` can be called with no arguments at all."""
+def _missing_inputs(model: nn.Module, keywords: Collection[str] = ()) -> list[str]:
+    """The parameters of `model.forward` without a default that the keyword inputs
+    `keywords` leave unset (`model(input_ids=..., attention_mask=...)` needs no more)."""
     try:
         params = inspect.signature(model.forward).parameters.values()
     except (TypeError, ValueError):
-        return False
-    required = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                inspect.Parameter.KEYWORD_ONLY)  # fmt: skip
-    return not any(p.kind in required and p.default is inspect.Parameter.empty for p in params)
+        return [] if keywords else ["its inputs"]  # nothing to check against: the keywords are taken as they are
+    positional = inspect.Parameter.POSITIONAL_ONLY
+    required = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty
+        and (p.kind is positional or (p.kind in required and p.name not in keywords))
+    ]
+
+
+def keyword_batch(model: nn.Module, x: Any) -> dict[str, Any] | None:
+    """`x` as keyword inputs where it is a mapping whose keys all name parameters of
+    `model.forward` (a tokenizer's or processor's output: `input_ids`, `attention_mask`),
+    as torchinfo reads a dict of `input_data`; None otherwise (a forward taking a dict)."""
+    if not isinstance(x, Mapping) or not x or not all(isinstance(k, str) for k in x):
+        return None
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    named = {
+        n for n, p in params.items() if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    }
+    return dict(x) if set(x) <= named else None
 
 
 def _foreign(value: Any, where: str, depth: int = 0) -> str | None:

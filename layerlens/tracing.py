@@ -27,7 +27,7 @@ from .errors import LayerlensWarning, TraceError
 from .failure import describe_inputs, expected_by, failure_message, input_hint, size_culprit
 from .flop_count import FlopCount, per_call
 from .in_trace import running_trace
-from .inputs import on_device, positional_inputs, positional_names
+from .inputs import keyword_batch, on_device, positional_inputs, positional_names
 from .layers.registry import REGISTRY
 from .model_index import ModelIndex
 from .model_plan import plan, strangers_called
@@ -52,7 +52,9 @@ def trace(
     """Run one forward pass of `model` and record every module call.
 
     `x` (or `input_data=`, torchinfo's name for it) is a tensor or a tuple of
-    positional inputs; `kwargs` are keyword inputs for `model.forward`. Instead
+    positional inputs; `kwargs` are keyword inputs for `model.forward` (a dict as
+    `x` whose keys all name forward's parameters, a tokenizer's output, is read
+    as keyword inputs too, as torchinfo reads it). Instead
     of `x`, `input_size=` (a shape or list of shapes) and `dtypes=` make random
     inputs on the model's device (or on `device=`, where given inputs are moved).
     The other keywords are those of `TraceOptions` (or pass `options=`):
@@ -91,7 +93,10 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
         notes.append(f"{type(model).__name__} has no forward of its own: nothing ran; its parameters are counted")
         _emit(notes)
         return Trace([], _meta(model, index, opts), notes)
-    args = positional_inputs(x, opts.input_size, opts.dtypes, model, opts.seed, opts.device)
+    batch = keyword_batch(model, x)
+    if batch is not None:  # a tokenizer's output: keyword inputs
+        x, root_kwargs = None, _merged(batch, root_kwargs)
+    args = positional_inputs(x, opts.input_size, opts.dtypes, model, opts.seed, opts.device, root_kwargs)
     if opts.device is not None:
         args, root_kwargs = on_device((args, root_kwargs), opts.device)
     with _ONE_AT_A_TIME, quiet_collector() as settle:
@@ -138,6 +143,14 @@ def _trace(model: nn.Module, x: Any, root_kwargs: dict[str, Any], opts: TraceOpt
         raise _trace_error(result, recorder, failure, input_hint(args, root_kwargs), described) from failure
     _emit(notes)
     return result
+
+
+def _merged(batch: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A dict given as `x` and the `kwargs=` beside it, as one set of keyword inputs."""
+    both = sorted(batch.keys() & kwargs.keys())
+    if both:
+        raise TypeError(f"trace() was given {', '.join(both)} twice: in the dict of inputs and in kwargs=")
+    return {**batch, **kwargs}
 
 
 def _restore_notes(restored: Restored, own_model: bool) -> list[str]:

@@ -121,6 +121,43 @@ def test_input_data_is_another_name_for_x() -> None:
         ll.trace(model, x, input_data=x)
 
 
+class _Tokens(nn.Module):
+    """A forward with a language model's keyword inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.embed(input_ids)
+        return h if attention_mask is None else h * attention_mask[..., None]
+
+
+class _TakesADict(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(2, 2)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.linear(batch["image"])
+
+
+def test_a_dict_of_inputs_is_keyword_inputs_where_its_keys_name_forwards_parameters() -> None:
+    """A tokenizer's output goes in as torchinfo's `input_data=` takes it; a forward
+    that takes a dict still gets the dict; kwargs= alone may give every input."""
+    model = _Tokens().eval()
+    batch = {"input_ids": torch.randint(0, 10, (2, 5)), "attention_mask": torch.ones(2, 5)}
+    want = ll.trace(model, batch["input_ids"], kwargs={"attention_mask": batch["attention_mask"]})
+    for got in (ll.trace(model, batch), ll.trace(model, input_data=batch), ll.trace(model, kwargs=batch)):
+        assert got[0].input_shapes == ((2, 5), (2, 5)) and got[0].inputs[1].path == "attention_mask"
+        assert [r.output_shapes for r in got] == [r.output_shapes for r in want] == [((2, 5, 4),)] * 2
+    assert ll.trace(_TakesADict(), {"image": torch.randn(3, 2)})["linear"].input_shapes == ((3, 2),)
+    with pytest.raises(TypeError, match="attention_mask twice"):
+        ll.trace(model, batch, kwargs={"attention_mask": batch["attention_mask"]})
+    with pytest.raises(TypeError, match="forward also needs input_ids"):
+        ll.trace(model, kwargs={"attention_mask": batch["attention_mask"]})
+
+
 def test_device_moves_the_inputs_and_never_the_model() -> None:
     model = ConvNet().eval()
     x = torch.randn(2, 4, 32, dtype=torch.float32)
