@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -280,3 +281,26 @@ def test_verify_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     assert "16/16 layers agree with their numpy reference" in capsys.readouterr().out
     assert ll.VerifyReport.from_json((tmp_path / "r.json").read_text()).ok
     assert main([*args, "--rtol", "0", "--atol", "0"]) == 1  # float32 is not exact
+
+
+_NO_SPREAD = [  # (norm, a random input whose every normalised group holds one value)
+    (nn.GroupNorm(32, 32), lambda: torch.randn(2, 32, 1, 1)),  # one element per group: DeformableDETR's input_proj
+    (nn.LayerNorm(1), lambda: torch.randn(4, 6, 1)),
+    (nn.InstanceNorm1d(3, affine=True), lambda: torch.randn(2, 3, 1).expand(2, 3, 5).contiguous()),
+    (nn.BatchNorm1d(3).train(), lambda: torch.randn(1, 3).expand(6, 3).contiguous()),  # a constant channel
+]
+
+
+@pytest.mark.parametrize(("norm", "make"), _NO_SPREAD)
+def test_a_norm_of_groups_with_no_spread_is_judged_by_its_rounding_not_failed(norm: nn.Module, make: Any) -> None:
+    """A group with no spread normalises to its bias alone, and torch's float32 rounding of the
+    mean comes out multiplied by 1/sqrt(eps): measured against its own input scale, that is
+    rounding, not a wrong layer; an output off by a real amount still fails."""
+    torch.manual_seed(0)
+    for scale in (1.0, 30.0):
+        assert ll.verify(copy.deepcopy(norm), make() * scale).verdicts[0].status == "pass"
+    handle = norm.register_forward_hook(lambda m, a, out: out + 0.5)
+    try:
+        assert ll.verify(norm, make()).verdicts[0].status == "fail"
+    finally:
+        handle.remove()

@@ -369,29 +369,48 @@ def _np_affine(y: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None
     return y
 
 
+def rounding_scale(x: np.ndarray, axes: tuple[int, ...], eps: float, weight: np.ndarray | None) -> float:
+    """What a standardisation's float rounding is relative to: its mean is rounded
+    relative to max |x| of the group, and dividing by sqrt(var + eps) scales that
+    up, by up to 1/sqrt(eps) for a group with no spread (one element, a constant
+    channel), whose exact output is the bias alone."""
+    if not x.size:
+        return 0.0
+    with np.errstate(all="ignore"):
+        peak = np.max(np.abs(x), axis=axes, keepdims=True)
+        worst = float(np.max(peak / np.sqrt(x.var(axis=axes, keepdims=True) + eps)))
+    gain = float(np.max(np.abs(weight))) if weight is not None and weight.size else 1.0
+    return worst * gain if np.isfinite(worst) else 0.0
+
+
 def reference_norm(m: Any, inputs: tuple[np.ndarray | None, ...], r: LayerRecord) -> Expected:
     """Each norm through its numpy reference; a BatchNorm in training also has its
-    running-statistics update compared (the call run again on a copy of the layer)."""
+    running-statistics update compared (the call run again on a copy of the layer).
+    Each says what its rounding is relative to (`rounding_scale`)."""
     x = first_input(inputs)
     if isinstance(m, _BN):
         return _reference_batch_norm(m, x, r)
     if isinstance(m, nn.LayerNorm):
-        return Expected(
-            layer_norm(x, tuple(m.normalized_shape), array(m.weight), array(m.bias), m.eps), by="layer_norm"
-        )
+        w, shape = array(m.weight), tuple(m.normalized_shape)
+        scale = rounding_scale(x, tuple(range(x.ndim - len(shape), x.ndim)), m.eps, w)
+        return Expected(layer_norm(x, shape, w, array(m.bias), m.eps), by="layer_norm", scale=scale)
     if isinstance(m, nn.GroupNorm):
-        return Expected(group_norm(x, m.num_groups, array(m.weight), array(m.bias), m.eps), by="group_norm")
+        w = array(m.weight)
+        scale = rounding_scale(x.reshape(x.shape[0], m.num_groups, -1), (2,), m.eps, w)
+        return Expected(group_norm(x, m.num_groups, w, array(m.bias), m.eps), by="group_norm", scale=scale)
     if _RMS_NORM is not None and isinstance(m, _RMS_NORM):
         eps = m.eps if m.eps is not None else machine_eps(r.inputs[0].dtype)  # PyTorch's default: the input's
         return Expected(rms_norm(x, tuple(m.normalized_shape), array(m.weight), eps), by="rms_norm")
     if isinstance(m, _IN):
         unbatched = x.ndim == _unbatched_dims(m)
         running = m.track_running_stats and not r.training
+        batched = x[None] if unbatched else x
         y = instance_norm(
-            x[None] if unbatched else x, array(m.weight), array(m.bias), m.eps,
+            batched, array(m.weight), array(m.bias), m.eps,
             array(m.running_mean) if running else None, array(m.running_var) if running else None,
         )  # fmt: skip
-        return Expected(y[0] if unbatched else y, by="instance_norm")
+        scale = 0.0 if running else rounding_scale(batched, tuple(range(2, batched.ndim)), m.eps, array(m.weight))
+        return Expected(y[0] if unbatched else y, by="instance_norm", scale=scale)
     raise Unverifiable(f"no numpy reference for {type(m).__name__}")
 
 
@@ -407,7 +426,9 @@ def _reference_batch_norm(m: Any, x: np.ndarray, r: LayerRecord) -> Expected:
         got_mean, got_var = array(sandbox.running_mean), array(sandbox.running_var)
         assert got_mean is not None and got_var is not None
         also = ((got_mean, mean), (got_var, var))
-    return Expected(y, by="batch_norm", also=also)
+    batch = r.training or m.running_mean is None
+    scale = rounding_scale(x, tuple(a for a in range(x.ndim) if a != 1), m.eps, array(m.weight)) if batch else 0.0
+    return Expected(y, by="batch_norm", also=also, scale=scale)
 
 
 def channels_last_measures(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any,

@@ -127,11 +127,15 @@ class Expected:
     """A reference's answer, with what it was computed by: `outputs` as for a
     plain reference, `by` the numpy function's name (shown by verify as
     `reference.<by>`), `also` further (actual, expected) pairs to compare
-    (e.g. a BatchNorm's updated running statistics)."""
+    (e.g. a BatchNorm's updated running statistics), `scale` the size the
+    float rounding of the layer's outputs is relative to where that exceeds
+    the outputs' own (a normalisation of a group with no spread multiplies
+    the input's rounding by 1/sqrt(eps)): tolerances are relative to it."""
 
     outputs: Any
     by: str | None = None
     also: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+    scale: float = 0.0
 
 
 class Unverifiable(Exception):

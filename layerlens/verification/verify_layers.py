@@ -85,16 +85,18 @@ def _verdict(r: LayerRecord, module: nn.Module | None, rtol: float | None, atol:
         return unchecked(str(why), name)
     except Exception as exc:  # a reference that breaks is the reference's problem: say so, never raise
         return unchecked(f"the reference {name} raised {type(exc).__name__}: {exc}", name)
+    scale = 0.0
     if isinstance(answer, Expected):
         name = f"reference.{answer.by}" if answer.by else name
         extra = list(answer.also)
+        scale = answer.scale
         answer = answer.outputs
     else:
         extra = []
     expected = answer if isinstance(answer, tuple) else (answer,)
-    pairs = [(t.value, e) for t, e in zip(r.outputs, expected, strict=False) if e is not None]
-    pairs += extra
-    if not pairs or any(actual is None for actual, _ in pairs):
+    pairs = [(t.value, e, scale) for t, e in zip(r.outputs, expected, strict=False) if e is not None]
+    pairs += [(a, e, 0.0) for a, e in extra]
+    if not pairs or any(actual is None for actual, _, _ in pairs):
         return unchecked("its outputs were not recorded (max_bytes reached?)", name)
     dtype = r.outputs[0].dtype if r.outputs else "float32"
     rt, at = TOLERANCES.get(dtype, TOLERANCES["float32"])
@@ -104,10 +106,12 @@ def _verdict(r: LayerRecord, module: nn.Module | None, rtol: float | None, atol:
     return Verdict(r.name, r.type_name, r.call_index, status, name, max_abs, max_rel, rt, at, dtype)
 
 
-def _compare(pairs: list[tuple[Any, np.ndarray]], rtol: float, atol: float) -> tuple[float, float, bool]:
+def _compare(pairs: list[tuple[Any, np.ndarray, float]], rtol: float, atol: float) -> tuple[float, float, bool]:
+    """The largest differences, and whether each pair is within `atol + rtol * scale`
+    (the larger of the reference's largest magnitude and the pair's own scale)."""
     max_abs = max_rel = 0.0
     ok = True
-    for actual, expected in pairs:
+    for actual, expected, floor in pairs:
         a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
         if a.shape != e.shape:
             return float("inf"), float("inf"), False
@@ -117,7 +121,7 @@ def _compare(pairs: list[tuple[Any, np.ndarray]], rtol: float, atol: float) -> t
         worst = float(np.max(diff)) if diff.size else 0.0
         max_abs = max(max_abs, worst)
         max_rel = max(max_rel, worst / scale if scale else worst)
-        ok = ok and worst <= atol + rtol * scale
+        ok = ok and worst <= atol + rtol * max(scale, floor)
     return max_abs, max_rel, ok
 
 
