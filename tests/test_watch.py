@@ -269,6 +269,30 @@ def test_a_layer_scaled_branch_is_not_vanishing() -> None:
     assert [a for a in w.alerts if a.kind == "vanishing_grad"] == []
 
 
+class _MaskEmbedding(nn.Module):
+    """wav2vec2's pattern: a vector of the model's own that stands in for a few masked
+    positions of the input, so its gradient is as small as the share of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mask_embed = nn.Parameter(torch.randn(4))
+        self.layers = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.mask_embed[None] * 1e-10, x[1:]])  # one masked row, its embedding barely used
+        return self.layers(x)
+
+
+def test_a_sparsely_used_tensor_of_the_model_itself_is_not_a_vanishing_gradient() -> None:
+    torch.manual_seed(0)
+    model = _MaskEmbedding()
+    with ll.watch(model, every=1) as w:
+        nn.functional.mse_loss(model(torch.randn(8, 4)), torch.zeros(8, 1)).backward()
+    grad = next(p.grad_norm for p in w.history[0].params if p.name == "mask_embed")
+    assert grad is not None and 0 < grad < 1e-8  # what the rule called vanishing, at the root
+    assert [a for a in w.alerts if a.kind == "vanishing_grad"] == []
+
+
 class _KeyBiasAttention(nn.Module):
     """Attention with a separate key projection: its bias shifts every score of
     a query by the same amount, which softmax ignores, so its gradient is 0."""

@@ -74,6 +74,7 @@ def _small_gradients(record: StepRecord, limits: Thresholds) -> Iterator[Alert]:
         if p.grad_norm is not None and math.isfinite(p.grad_norm):
             largest[p.module] = max(largest.get(p.module, 0.0), p.grad_norm)
     strongest = max(largest.values(), default=0.0)  # a small loss scales every gradient down alike: not vanishing
+    containers = _containers(largest)
     leading = True
     for p in record.params:
         g = p.grad_norm
@@ -85,12 +86,26 @@ def _small_gradients(record: StepRecord, limits: Thresholds) -> Iterator[Alert]:
                          f"other parameters get {largest[p.module]:.3g}: its output does not depend on it (a key "
                          "bias before a softmax over keys, a parameter a later normalisation cancels)",
                          param=p.name)  # fmt: skip
+        elif p.module in containers:  # a block's own tensor (a mask embedding, a layer scale) is no layer on the path
+            continue
         elif leading and 0 < g < limits.vanish and g < _VANISHED * strongest:
             message = (f"gradient norm of {p.name} is {g:.3g} (< {limits.vanish:g}), the model's largest "
                        f"{strongest:.3g}: the gradient fades before it reaches the input")  # fmt: skip
             yield _alert(record, "vanishing_grad", p.module, "", message, param=p.name)
         elif g > 0:  # exact zeros are unused parameters: they neither alert nor end the leading run
             leading = False
+
+
+def _containers(modules: Iterable[str]) -> set[str]:
+    """The names among `modules` that hold others of them (the root holds all):
+    parameters of their own, such as the mask embedding wav2vec2 uses at a few
+    masked steps, say nothing about how far the gradient reaches."""
+    held: set[str] = set()
+    for name in modules:
+        while name:
+            name = name.rpartition(".")[0]
+            held.add(name)
+    return held & set(modules)
 
 
 def exploding(record: StepRecord, limits: Thresholds, first: dict[str, float]) -> Iterator[Alert]:
