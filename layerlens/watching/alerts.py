@@ -86,9 +86,9 @@ def _small_gradients(record: StepRecord, limits: Thresholds) -> Iterator[Alert]:
                          f"other parameters get {largest[p.module]:.3g}: its output does not depend on it (a key "
                          "bias before a softmax over keys, a parameter a later normalisation cancels)",
                          param=p.name)  # fmt: skip
-        elif p.module in containers:  # a block's own tensor (a mask embedding, a layer scale) is no layer on the path
-            continue
         elif leading and 0 < g < limits.vanish and g < _VANISHED * strongest:
+            if p.module in containers:  # a block's own tensor (a mask embedding) is no layer on the signal's path
+                continue
             message = (f"gradient norm of {p.name} is {g:.3g} (< {limits.vanish:g}), the model's largest "
                        f"{strongest:.3g}: the gradient fades before it reaches the input")  # fmt: skip
             yield _alert(record, "vanishing_grad", p.module, "", message, param=p.name)
