@@ -25,8 +25,9 @@ def render_table(record: StepRecord, fmt: str = "simple") -> str:
     text = tabulate_text(layers, _LAYER_HEADERS, fmt)
     if params:
         text += "\n\n" + tabulate_text(params, _PARAM_HEADERS, fmt)
-    title, *alerts = note_lines([_title(record), *map(str, record.alerts)], fmt)
-    return "\n".join(part for part in (title, text, *alerts) if part)
+    title = note_lines([_title(record)], fmt)[-1]  # escaped as the format needs (Markdown's blank line dropped)
+    alerts = note_lines([str(a) for a in record.alerts], fmt)
+    return "\n".join([title, text, *alerts])
 
 
 def render_html(record: StepRecord, alerts: list[Any]) -> str:
