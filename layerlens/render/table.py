@@ -9,7 +9,7 @@ from ..flop_count import flops_text
 from ..records import LayerRecord, TensorStats
 from ..trace_data import TraceData, check_depth, output_bytes, size_text
 from .facts import key_facts
-from .table_text import check_format, note_lines, tabulate_text
+from .table_text import cell_text, check_format, note_lines, tabulate_text
 
 DEFAULT_COLUMNS = ("layer", "type", "input", "output", "params", "checks")
 
@@ -194,5 +194,6 @@ def render_checks(trace: TraceData, failed_only: bool = False) -> str:
         for c in r.checks:
             if c.ok and failed_only:
                 continue
-            lines.append(f"{'✓' if c.ok else '✗'} {r.label}  {c.name}: {c.message}")
+            line = f"{'✓' if c.ok else '✗'} {r.label}  {c.name}: {c.message}"
+            lines.append(cell_text(line, "plain"))  # one line each, whatever a name holds (a newline, an ESC)
     return "\n".join(lines) if lines else "(no checks)"
