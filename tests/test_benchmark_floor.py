@@ -49,3 +49,23 @@ def test_the_floor_hooks_every_module_call_on_a_sampled_step_only() -> None:
     floor.detach()
     inner = len(list(model.modules())) - 1  # the five layers (the root's own call began before the hook)
     assert seen == [0] * inner + [2] * inner
+
+
+def test_the_trace_floor_records_every_call_like_torch_and_leaves_nothing_behind() -> None:
+    """The trace floor's recorder is a fair baseline: a start and an end entry per module call,
+    the calls torch's own hooks see, and every module's `__dict__` as before."""
+    from benchmarks.trace_floor import floors
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Sequential(nn.Linear(4, 2)))
+    x = torch.randn(3, 4)
+    seen: list[nn.Module] = []
+    handles = [m.register_forward_pre_hook(lambda m, a: seen.append(m)) for m in model.modules()]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    before = [dict(m.__dict__) for m in model.modules()]
+    calls = floors(model, x)["recorder appending shapes (with the forward)"]()
+    starts = [c[0] for c in calls if isinstance(c, tuple) and c and isinstance(c[0], nn.Module)]
+    assert starts == seen and len(calls) == 2 * len(seen)  # a start and an end per call, in call order
+    assert calls[-1] == (3, 2) and [dict(m.__dict__) for m in model.modules()] == before
