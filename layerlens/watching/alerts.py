@@ -74,7 +74,7 @@ def _small_gradients(record: StepRecord, limits: Thresholds) -> Iterator[Alert]:
         if p.grad_norm is not None and math.isfinite(p.grad_norm):
             largest[p.module] = max(largest.get(p.module, 0.0), p.grad_norm)
     strongest = max(largest.values(), default=0.0)  # a small loss scales every gradient down alike: not vanishing
-    containers = _containers(largest)
+    containers: set[str] | None = None  # made when a small gradient first needs it (rarely)
     leading = True
     for p in record.params:
         g = p.grad_norm
@@ -87,6 +87,8 @@ def _small_gradients(record: StepRecord, limits: Thresholds) -> Iterator[Alert]:
                          "bias before a softmax over keys, a parameter a later normalisation cancels)",
                          param=p.name)  # fmt: skip
         elif leading and 0 < g < limits.vanish and g < _VANISHED * strongest:
+            if containers is None:
+                containers = _containers(largest)
             if p.module in containers:  # a block's own tensor (a mask embedding) is no layer on the signal's path
                 continue
             message = (f"gradient norm of {p.name} is {g:.3g} (< {limits.vanish:g}), the model's largest "
