@@ -170,9 +170,13 @@ class StatsBatch:
         """Stage the float32 values `a` (any shape); `handle.stats` is set at the next flush."""
         n = a.size
         if self._used + n > self._buf.size:
-            self.flush()
-            if self._buf.size < self.CAPACITY:  # grows while there is more to stage
-                self._buf = np.empty(min(self.CAPACITY, max(self.FIRST, 2 * self._buf.size, n)), np.float32)
+            if self._buf.size < self.CAPACITY:  # grows, keeping what is staged: one flush per trace, not per doubling
+                size = min(self.CAPACITY, max(self.FIRST, 2 * self._buf.size, self._used + n))
+                grown = np.empty(size, np.float32)
+                grown[: self._used] = self._buf[: self._used]
+                self._buf = grown
+            if self._used + n > self._buf.size:
+                self.flush()
         self._buf[self._used : self._used + n] = a.reshape(-1)
         self._starts.append(self._used)
         self._used += n
@@ -196,9 +200,10 @@ class StatsBatch:
         with np.errstate(all="ignore"):
             lo = np.minimum.reduceat(data, starts)
             hi = np.maximum.reduceat(data, starts)
-            sums = np.add.reduceat(data, starts, dtype=np.float64)
-            squares = np.add.reduceat(np.square(data, dtype=np.float64), starts)
-            zeros = np.add.reduceat(data == 0, starts, dtype=np.int64)
+            wide = data.astype(np.float64)  # one widening pass for both sums, not one per reduction
+            sums = np.add.reduceat(wide, starts)
+            squares = np.add.reduceat(np.multiply(wide, wide, out=wide), starts)
+            zeros = np.add.reduceat((data == 0).view(np.uint8), starts, dtype=np.int32)  # <= CAPACITY: no overflow
             n = np.diff(np.append(starts, self._used))
             mean = sums / n
             q = np.sqrt(squares)

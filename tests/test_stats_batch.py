@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +26,10 @@ class _Tiny(StatsBatch):
     CAPACITY = 512  # flushes in the middle of a list, as a large model does
 
 
+class _Growing(StatsBatch):
+    FIRST, CAPACITY = 64, 4096  # grows several times in one list, keeping what it staged
+
+
 def _expected(a: np.ndarray) -> tuple[float, float, int, int, float, np.ndarray]:
     a64 = a.astype(np.float64)
     return float(a.min()), float(a.max()), int(np.isnan(a).sum()), int(np.isinf(a).sum()), float((a == 0).mean()), a64
@@ -32,9 +37,10 @@ def _expected(a: np.ndarray) -> tuple[float, float, int, int, float, np.ndarray]
 
 @settings(max_examples=60, deadline=None)
 @given(_ARRAYS)
-def test_batched_stats_match_numpy_per_tensor(values: list[np.ndarray]) -> None:
+@pytest.mark.parametrize("kind", [_Tiny, _Growing])
+def test_batched_stats_match_numpy_per_tensor(kind: type[StatsBatch], values: list[np.ndarray]) -> None:
     originals = [a.copy() for a in values]
-    batch = _Tiny()
+    batch = kind()
     handles = [_Handle() for _ in values]
     for a, h in zip(values, handles, strict=True):
         batch.add(a, h)
