@@ -24,10 +24,11 @@ class _Handle:
 
 class _Tiny(StatsBatch):
     CAPACITY = 512  # flushes in the middle of a list, as a large model does
+    FEW = 0  # results made by the vectorised path, however few the tensors
 
 
 class _Growing(StatsBatch):
-    FIRST, CAPACITY = 64, 4096  # grows several times in one list, keeping what it staged
+    FIRST, CAPACITY = 64, 4096  # grows several times in one list, keeping what it staged (results one by one)
 
 
 def _expected(a: np.ndarray) -> tuple[float, float, int, int, float, np.ndarray]:
