@@ -171,6 +171,47 @@ def test_an_optimizer_that_does_not_update() -> None:
     assert {a.kind for a in alerts} == {"not_updated"} and {a.layer for a in alerts} == {"0", "3"}
 
 
+def test_a_learning_rate_of_zero() -> None:
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # e.g. a config's "1e-3" parsed as 0
+    alerts = _alerts(model, opt, lambda: _fit(model, opt))
+    assert [(a.kind, a.step) for a in alerts] == [("zero_lr", 11)]  # the third sampled step: 1, 6, 11
+    assert "sampled steps 1, 6, 11" in alerts[0].message
+
+
+def _warm_up(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, step / 8))  # from exactly 0
+
+
+@pytest.mark.parametrize("every", [1, 5])
+def test_a_warm_up_from_zero_and_a_group_kept_at_zero_are_not_a_zero_learning_rate(every: int) -> None:
+    model = _mlp()
+    opt = torch.optim.AdamW(
+        [{"params": model[0].parameters(), "lr": 0.0}, {"params": model[3].parameters()}], lr=1e-3
+    )  # the first layer deliberately fixed, the head trained
+    schedule = _warm_up(opt)
+
+    def loop() -> None:
+        for x, y in _batches(30):
+            opt.zero_grad()
+            F.mse_loss(model(x), y).backward()
+            opt.step()
+            schedule.step()
+
+    assert _alerts(model, opt, loop, every=every) == []
+
+
+def test_an_optimizer_without_a_numeric_learning_rate_is_watched_to_the_end() -> None:
+    optimization = pytest.importorskip("transformers.optimization")
+    model = _mlp()
+    opt = optimization.Adafactor(model.parameters(), lr=None, relative_step=True, warmup_init=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ll.LayerlensWarning)  # an internal error would detach watch with one
+        with ll.watch(model, every=1, optimizer=opt) as w:
+            _fit(model, opt, steps=8)
+    assert len(w.history) == 8 and w.alerts == []
+
+
 # -- mode mistakes --------------------------------------------------------------------------------
 
 

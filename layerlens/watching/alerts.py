@@ -12,7 +12,7 @@ from .health import Alert, StepRecord
 
 KINDS = ("nan", "nan_grad", "exploding_grad", "vanishing_grad", "dead_relu", "saturated",
          "dropout_in_eval", "batchnorm_eval_in_training", "not_in_optimizer", "frozen", "unregistered_param",
-         "not_updated", "grad_not_reset", "inplace_input", "eval_forgotten", "train_forgotten",
+         "not_updated", "zero_lr", "grad_not_reset", "inplace_input", "eval_forgotten", "train_forgotten",
          "functional_dropout_in_eval", "no_gradient", "grad_cleared", "no_backward", "no_step", "loss_mismatch",
          "symmetric_weights", "crash", "check")  # fmt: skip
 # Kinds that are worth knowing but are not trouble: reported once, as notes, never raised.

@@ -42,6 +42,7 @@ class Diagnoses:
     _loss_looks: int
     _cuts: dict[str, float]
     _loop_seen: dict[str, int]
+    _zero_lr_steps: list[int]
     _cuts_traced: gradient_flow.Severed | None
     _grad_off: bool
     _symmetric: dict[str, tuple[nn.Parameter, float]]
@@ -174,6 +175,13 @@ class Diagnoses:
             return
         for module, param, message in training_checks.not_updated(record, lrs, self._setup_flagged):
             self._keep(Alert("not_updated", record.step, module, "", message, self._rank, param))
+        if not training_checks.zero_learning_rate(record, lrs):
+            self._zero_lr_steps = []
+            return
+        self._zero_lr_steps.append(record.step)
+        if len(self._zero_lr_steps) >= training_checks.ZERO_LR_STEPS:
+            message = training_checks.zero_lr_message(self._zero_lr_steps)
+            self._keep(Alert("zero_lr", record.step, "", "", message, self._rank))
 
     def _check_symmetry(self) -> None:
         """Layers whose units the updates keep identical (see symmetry)."""

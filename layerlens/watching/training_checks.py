@@ -1,11 +1,12 @@
 """Training that silently does not train: gradients never reset between
-optimizer steps (`zero_grad()` forgotten), and parameters with a gradient that
-the optimizer's step leaves unchanged."""
+optimizer steps (`zero_grad()` forgotten), parameters with a gradient that
+the optimizer's step leaves unchanged, and a learning rate that stays at 0."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -108,14 +109,42 @@ _MEASURABLE = 1e-18  # the smallest change whose square float32 still holds as a
 
 
 def learning_rates(params: Iterable[tuple[str, nn.Parameter]], optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """Each named parameter's learning rate in the optimizer (parameters outside it absent)."""
+    """Each named parameter's learning rate in the optimizer (parameters outside it absent;
+    NaN where the group has no number for it: Adafactor's relative step sets `lr=None`)."""
     by_id = {}
     for group in optimizer.param_groups:
-        lr = group.get("lr", 0.0)
-        rate = float(lr) if isinstance(lr, (int, float)) else float(torch.as_tensor(lr).item())
+        rate = _rate(group.get("lr"))
         for p in group["params"]:
             by_id[id(p)] = rate
     return {n: by_id[id(p)] for n, p in params if id(p) in by_id}
+
+
+def _rate(lr: Any) -> float:
+    """A param group's learning rate as a float (a tensor one included), NaN if it is not a number."""
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool):
+        return float(lr)
+    if isinstance(lr, torch.Tensor) and lr.numel() == 1:
+        return float(lr.detach().reshape(()).item())
+    return math.nan
+
+
+ZERO_LR_STEPS = 3  # consecutive sampled steps with a zero learning rate before it is said (a warm-up starts at 0)
+
+
+def zero_learning_rate(record: StepRecord, lrs: dict[str, float]) -> bool:
+    """Whether this step's update used a learning rate of exactly 0 for every measured
+    parameter in the optimizer, left every one of them unchanged, and had a gradient to apply."""
+    seen = [p for p in record.params if p.update_ratio is not None and p.name in lrs]
+    has_grad = any(p.grad_norm is not None and math.isfinite(p.grad_norm) and p.grad_norm > 0 for p in seen)
+    return has_grad and all(lrs[p.name] == 0 and p.update_ratio == 0 for p in seen)
+
+
+def zero_lr_message(steps: list[int]) -> str:
+    return (
+        f"the learning rate is 0 in every param group on sampled steps {', '.join(map(str, steps))}, and "
+        "optimizer.step() changed no weight: nothing trains (an lr read as 0 from a config, a scheduler that "
+        "starts or stays at 0?)"
+    )
 
 
 def not_updated(record: StepRecord, lrs: dict[str, float], skip: set[str]) -> Iterator[tuple[str, str, str]]:

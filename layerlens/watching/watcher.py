@@ -136,6 +136,7 @@ class Watch(Diagnoses):
         self._loss_looks = 0  # sampled steps whose loss input was looked at (see loss_checks)
         self._cuts: dict[str, float] = {}  # layers seen without a gradient (see gradient_flow)
         self._loop_seen: dict[str, int] = {}  # sampled steps that showed each of gradient_flow.WHOLE_STEP
+        self._zero_lr_steps: list[int] = []  # the latest sampled steps in a row whose update had lr 0
         self._grad_off = False  # the latest training forward ran with gradients off
         self._cuts_traced: gradient_flow.Severed | None = None  # the first trace's data flow (see gradient_flow)
         self._step_lrs: dict[str, float] | None = None  # the learning rates of the sampled step's update
