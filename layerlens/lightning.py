@@ -1,6 +1,6 @@
 """Lightning integration: `Trainer(callbacks=[layerlens.lightning.WatchCallback(every=10)])`.
 
-The callback watches the LightningModule with the trainer's optimizer for the
+The callback watches the LightningModule with the trainer's optimizers for the
 whole fit: a step is a training batch; because Lightning runs the forward and
 backward inside `optimizer.step(closure)`, updates are marked from Lightning's
 own hooks. The first training batch is traced once (shapes and layerlens's
@@ -44,8 +44,8 @@ class WatchCallback(Callback):  # type: ignore[misc,unused-ignore]
         self._logged = 0
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        optimizer = trainer.optimizers[0] if trainer.optimizers else None
-        self.watch = Watch(pl_module, self.every, optimizer, trace_first=False, hook_optimizer=False, **self.options)
+        optimizers = list(trainer.optimizers) or None  # all of them: a GAN's two train one module between them
+        self.watch = Watch(pl_module, self.every, optimizers, trace_first=False, hook_optimizer=False, **self.options)
         self.watch.attach()
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:

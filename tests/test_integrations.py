@@ -87,6 +87,38 @@ def test_lightning_names_a_frozen_layer(tmp_path: Path) -> None:
     assert [(a.kind, a.layer) for a in callback.watch.alerts] == [("frozen", "net.3")]
 
 
+class TwoOptimizers(pl.LightningModule):
+    """An encoder and a decoder with an optimizer each (manual optimization, as a GAN's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.enc, self.dec = nn.Linear(6, 16), nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(torch.relu(self.enc(x)))
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        enc, dec = self.optimizers()  # type: ignore[misc]
+        enc.zero_grad()
+        dec.zero_grad()
+        self.manual_backward(F.mse_loss(self.dec(torch.relu(self.enc(x))), y))
+        enc.step()
+        dec.step()
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [torch.optim.SGD(self.enc.parameters(), lr=0.05), torch.optim.Adam(self.dec.parameters(), lr=1e-2)]
+
+
+def test_lightning_watches_a_module_that_two_optimizers_train(tmp_path: Path) -> None:
+    callback, _ = _fit(TwoOptimizers(), tmp_path)
+    w = callback.watch
+    # each optimizer's step counts towards max_steps: 12 of them are 6 batches
+    assert w.alerts == [] and w.step_count == 6 and [r.step for r in w.history] == [1, 6]
+    assert all(p.update_ratio is not None and p.update_ratio > 0 for r in w.history for p in r.params)
+
+
 DDP_SCRIPT = """
 import json, sys, torch
 import lightning.pytorch as pl

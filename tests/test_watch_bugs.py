@@ -212,6 +212,79 @@ def test_an_optimizer_without_a_numeric_learning_rate_is_watched_to_the_end() ->
     assert len(w.history) == 8 and w.alerts == []
 
 
+class _EncoderDecoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc, self.dec = nn.Linear(6, 8), nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(torch.relu(self.enc(x)))
+
+
+@pytest.mark.parametrize("decoder_every", [1, 3])  # 3: the decoder's optimizer skips some sampled steps
+def test_a_model_that_two_optimizers_train_between_them(decoder_every: int) -> None:
+    model = _EncoderDecoder()
+    enc, dec = torch.optim.SGD(model.enc.parameters(), lr=0.05), torch.optim.Adam(model.dec.parameters(), lr=1e-2)
+
+    def loop() -> None:
+        for k, (x, y) in enumerate(_batches(20)):
+            enc.zero_grad()
+            dec.zero_grad()
+            F.mse_loss(model(x), y).backward()
+            enc.step()
+            if k % decoder_every == 0:
+                dec.step()
+
+    with ll.watch(model, every=2, optimizer=[enc, dec]) as w:
+        loop()
+    assert w.alerts == []
+    # each update is measured once both optimizers stepped; the decoder has none in a step its optimizer skipped
+    for r in w.history:
+        stepped = {"enc"} | ({"dec"} if (r.step - 1) % decoder_every == 0 else set())
+        for p in r.params:
+            ratio = p.update_ratio
+            assert (ratio is not None and ratio > 0) if p.module in stepped else ratio is None, (r.step, p.name)
+
+    with ll.watch(model, every=2, optimizer=enc) as w:  # given one of the two, the other's layer is outside it
+        loop()
+    assert {(a.kind, a.layer) for a in w.alerts} == {("not_in_optimizer", "dec")}
+
+
+@pytest.mark.parametrize("bad", ["adam", [], [torch.zeros(1)]])
+def test_watch_refuses_what_is_not_an_optimizer(bad: Any) -> None:
+    with pytest.raises(TypeError, match=r"optimizer= must be a torch.optim.Optimizer or a list of them"):
+        ll.watch(_mlp(), optimizer=bad)
+
+
+_OPTIMIZERS: dict[str, Callable[[Any], torch.optim.Optimizer]] = {
+    "SGD nesterov": lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True),
+    "SGD maximize": lambda p: torch.optim.SGD(p, lr=0.01, maximize=True),
+    "Adam amsgrad": lambda p: torch.optim.Adam(p, lr=1e-3, amsgrad=True),
+    "Adam, a tensor lr": lambda p: torch.optim.Adam(p, lr=torch.tensor(1e-3), foreach=False),
+    "AdamW foreach": lambda p: torch.optim.AdamW(p, lr=1e-3, foreach=True),
+    "Adagrad": lambda p: torch.optim.Adagrad(p, lr=0.01),
+    "Adadelta": lambda p: torch.optim.Adadelta(p),
+    "Adamax": lambda p: torch.optim.Adamax(p),
+    "ASGD": lambda p: torch.optim.ASGD(p, lr=0.01),
+    "NAdam": lambda p: torch.optim.NAdam(p),
+    "RAdam": lambda p: torch.optim.RAdam(p),
+    "RMSprop": lambda p: torch.optim.RMSprop(p, lr=1e-3),
+    "Rprop": lambda p: torch.optim.Rprop(p),  # skips a one-element bias whose gradient changed sign: not a miss
+}
+
+
+@pytest.mark.parametrize("make", _OPTIMIZERS.values(), ids=_OPTIMIZERS.keys())
+def test_healthy_training_is_silent_whatever_the_torch_optimizer(make: Callable[[Any], torch.optim.Optimizer]) -> None:
+    model = _mlp()
+    opt = make(model.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ll.LayerlensWarning)
+        with ll.watch(model, every=2, optimizer=opt) as w:
+            _fit(model, opt, steps=12)
+    assert w.alerts == [] and len(w.history) == 6
+
+
 # -- mode mistakes --------------------------------------------------------------------------------
 
 

@@ -173,7 +173,10 @@ class Diagnoses:
         lrs, self._step_lrs = self._step_lrs, None
         if lrs is None or self._model() is None:
             return
-        for module, param, message in training_checks.not_updated(record, lrs, self._setup_flagged):
+        optimizers = self._optimizer() if self._optimizer is not None else None
+        named = ((n, p) for n, _, p in self._params)
+        still = training_checks.standing_still(named, optimizers.all if optimizers is not None else ())
+        for module, param, message in training_checks.not_updated(record, lrs, self._setup_flagged | still):
             self._keep(Alert("not_updated", record.step, module, "", message, self._rank, param))
         if not training_checks.zero_learning_rate(record, lrs):
             self._zero_lr_steps = []

@@ -11,10 +11,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from .optimizers import ParamGroups
+
 Found = tuple[str, str, str, str, str]  # kind, layer, type name, parameter, message
 
 
-def optimizer_gaps(model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[Found]:
+def optimizer_gaps(model: nn.Module, optimizer: ParamGroups) -> Iterator[Found]:
     """Trainable parameters missing from the optimizer (a layer replaced after the
     optimizer was built), and frozen ones inside it (frozen by mistake)."""
     in_groups = {id(p) for group in optimizer.param_groups for p in group["params"]}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -117,6 +117,7 @@ class StepSampler:
         self._weight_norms: Any = None
         self._late = Capture("stats")  # after the optimizer's step: the update norms
         self._update_norms: Any = None
+        self._unstepped: set[str] = set()  # parameters whose optimizer did not step in this step
         self._handles: list[RemovableHandle] = []
         self._forward: RemovableHandle | None = None
         self._before_call: RemovableHandle | None = None
@@ -276,10 +277,12 @@ class StepSampler:
                 self._updated = [n for n, _ in live]
                 self._weight_norms = _keep(self._capture, self._before.weight_norms())
 
-    def after_update(self) -> None:
-        """||p_new - p_old|| for every parameter, from the snapshot."""
+    def after_update(self, unstepped: Collection[int] = ()) -> None:
+        """||p_new - p_old|| for every parameter, from the snapshot; the parameters in
+        `unstepped` (ids) were not updated by this step and get no update ratio."""
         if self._before is None:
             return
+        self._unstepped = {n for n, _, p in self._params if id(p) in unstepped}
         with torch.no_grad():
             current = {n: p for n, _, p in self._params}
             self._update_norms = _keep(self._late, self._before.update_norms([current[n] for n in self._updated]))
@@ -360,7 +363,7 @@ class StepSampler:
             index = {n: i for i, n in enumerate(self._updated)}
             for ph in record.params:
                 i = index.get(ph.name)
-                if i is not None and ph.weight_norm:
+                if i is not None and ph.weight_norm and ph.name not in self._unstepped:
                     ph.update_ratio = updates[i] / ph.weight_norm
         self._updated = []
         return record

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .health import StepRecord
+from .optimizers import ParamGroups
 from .sharded import local, local_norm
 
 
@@ -83,7 +84,7 @@ class GradResetProbe:
         self.handle.remove()
 
 
-def pick_probe(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[str, nn.Parameter] | None:
+def pick_probe(model: nn.Module, optimizer: ParamGroups) -> tuple[str, nn.Parameter] | None:
     """The first trainable parameter the optimizer updates."""
     in_groups = {id(p) for group in optimizer.param_groups for p in group["params"]}
     return next(((n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) in in_groups), None)
@@ -108,7 +109,7 @@ def no_step_message(param: str) -> str:
 _MEASURABLE = 1e-18  # the smallest change whose square float32 still holds as a normal number (1e-36)
 
 
-def learning_rates(params: Iterable[tuple[str, nn.Parameter]], optimizer: torch.optim.Optimizer) -> dict[str, float]:
+def learning_rates(params: Iterable[tuple[str, nn.Parameter]], optimizer: ParamGroups) -> dict[str, float]:
     """Each named parameter's learning rate in the optimizer (parameters outside it absent;
     NaN where the group has no number for it: Adafactor's relative step sets `lr=None`)."""
     by_id = {}
@@ -145,6 +146,17 @@ def zero_lr_message(steps: list[int]) -> str:
         "optimizer.step() changed no weight: nothing trains (an lr read as 0 from a config, a scheduler that "
         "starts or stays at 0?)"
     )
+
+
+# Optimizers whose step may leave a parameter exactly as it was by design: Rprop skips each element whose
+# gradient changed sign (all of a one-element bias at once), LBFGS's line search may stop without a move.
+_MAY_STAND_STILL = (torch.optim.Rprop, torch.optim.LBFGS)
+
+
+def standing_still(params: Iterable[tuple[str, nn.Parameter]], optimizers: Iterable[torch.optim.Optimizer]) -> set[str]:
+    """The parameters that an optimizer of `_MAY_STAND_STILL` trains: not judged by `not_updated`."""
+    held = {id(p) for o in optimizers if isinstance(o, _MAY_STAND_STILL) for g in o.param_groups for p in g["params"]}
+    return {n for n, p in params if id(p) in held}
 
 
 def not_updated(record: StepRecord, lrs: dict[str, float], skip: set[str]) -> Iterator[tuple[str, str, str]]:

@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import sys
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,6 +35,7 @@ from .alerts import KINDS, NOTES, Thresholds, exploding, step_alerts
 from .diagnoses import Diagnoses
 from .guard import Guard
 from .health import Alert, StepRecord
+from .optimizers import Optimizers
 from .output import JsonlWriter, render_html, render_table, to_board
 from .param_numbers import Views
 from .rotation import Rotation
@@ -60,7 +61,7 @@ class Watch(Diagnoses):
         self,
         model: nn.Module,
         every: int = 10,
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
         raise_on: Iterable[str] = (),
         allow_inf: Iterable[str] = (),
         thresholds: Thresholds | None = None,
@@ -96,7 +97,7 @@ class Watch(Diagnoses):
         self.logs: list[tuple[int, dict[str, float]]] = []
         self.step_count = 0
         self._model = weakref.ref(model)
-        self._optimizer = weakref.ref(optimizer) if optimizer is not None else None
+        self._optimizer = Optimizers.of(optimizer)  # called as a weakref: the optimizers, or None once gone
         self._rank = _rank()
         self._sampler: StepSampler | None = None
         self._handles: list[RemovableHandle] = []
@@ -163,10 +164,7 @@ class Watch(Diagnoses):
         self._report_setup(setup_checks.unregistered_tensors(model))
         optimizer = self._optimizer() if self._optimizer is not None else None
         if optimizer is not None and self._hook_optimizer:
-            self._handles += [
-                optimizer.register_step_pre_hook(guard(self._on_optimizer_start)),
-                optimizer.register_step_post_hook(guard(self._on_optimizer_end)),
-            ]
+            self._handles += optimizer.hook(guard(self._on_optimizer_start), guard(self._on_optimizer_end))
         if optimizer is not None:
             self._symmetric = symmetry.candidates(model)
             self._report_setup(setup_checks.optimizer_gaps(model, optimizer))
@@ -408,13 +406,16 @@ class Watch(Diagnoses):
                 self._check_flow(self._sampler.calls(), self._sampler.params)
             self._step_lrs = self._learning_rates(self._sampler.params)  # as this update uses them (not the next)
             self._sampler.before_update()
+            if self._optimizer is not None:
+                self._optimizer.updating()
             self._judge(self._sampler.resolve())
         elif self._sentinel and self._sampler is None and self._origin is None and self._watched is not None:
             self._check_finite()
         return None
 
     def _on_optimizer_end(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._sampler is not None:
+        # several optimizers: the update is measured once the last of them has stepped (or at the next step)
+        if self._sampler is not None and (self._optimizer is None or self._optimizer.stepped(optimizer)):
             self._sampler.after_update()
         return None
 
@@ -458,6 +459,8 @@ class Watch(Diagnoses):
         if sampler is None:
             return
         judged = sampler.record is not None
+        # an optimizer that did not step in this step: the others' updates are measured now, its parameters have none
+        sampler.after_update(self._optimizer.unstepped() if self._optimizer is not None else set())
         record = sampler.complete()
         record.logs = dict(self._pending_logs)
         if not judged:
@@ -502,7 +505,7 @@ class Watch(Diagnoses):
 def watch(
     model: nn.Module,
     every: int | torch.optim.Optimizer = 10,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
     raise_on: Iterable[str] = (),
     allow_inf: Iterable[str] = (),
     thresholds: Thresholds | None = None,
@@ -514,7 +517,8 @@ def watch(
     layers_per_step: int | None = LAYERS_PER_STEP,
 ) -> Watch:
     """Watch `model` while it trains: `with layerlens.watch(model, every=10, optimizer=opt) as w:`
-    (`watch(model, opt)` is read as `optimizer=opt`, every 10 steps).
+    (`watch(model, opt)` is read as `optimizer=opt`, every 10 steps; a list of
+    optimizers for a model that several train, an encoder's and a decoder's).
 
     Every `every`-th step (a step is a forward call of the model in training
     mode, or `w.step()`) records per layer the output statistics, dead-unit,
