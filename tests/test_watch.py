@@ -347,6 +347,31 @@ def test_detach_removes_everything_and_the_model_can_be_collected() -> None:
     assert ref() is None and len(w.history) == 2
 
 
+def test_copies_and_pickles_of_a_watched_model_are_not_watched(tmp_path: Path) -> None:
+    """An EMA copy (`AveragedModel` deep-copies the model) evaluated while the model
+    trains is not the model in eval mode, and `torch.save(model)` works mid-training;
+    neither copy calls back into the watch."""
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with ll.watch(model, every=2, optimizer=opt) as w:
+        ema = torch.optim.swa_utils.AveragedModel(model)
+        for _ in range(8):
+            x = torch.randn(16, 6)
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+            ema.update_parameters(model)
+            with torch.no_grad():
+                ema.eval()(x)
+                ema.train()(x)  # a training-mode forward of the copy is not a step of the model either
+        torch.save(model, tmp_path / "model.pt")
+    assert w.alerts == [] and w.step_count == 8
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    with ll.watch(loaded, every=1) as again:  # the loaded model is a model like any other
+        loaded(torch.randn(4, 6))
+    assert again.step_count == 1 and w.step_count == 8
+
+
 def test_an_exception_in_the_loop_detaches_and_passes_through() -> None:
     model = _net(nn.ReLU())
 

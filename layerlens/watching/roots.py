@@ -8,6 +8,7 @@ code and recompile at every sample."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -29,12 +30,42 @@ def inner(model: nn.Module) -> nn.Module:
     return model
 
 
+class RootHook:
+    """A hook on the watched model that its copies do not inherit: a deepcopy (an EMA,
+    `AveragedModel`) or a pickle (`torch.save(model)`) of the model gets `inert` in its
+    place, and a call from any module but the model itself is passed over."""
+
+    __slots__ = ("fn", "model")
+
+    def __init__(self, fn: Callable[..., Any], model: nn.Module) -> None:
+        self.fn = fn
+        self.model = weakref.ref(model)
+
+    def __call__(self, module: nn.Module, *args: Any) -> Any:
+        return self.fn(module, *args) if module is self.model() else None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Callable[..., None]:
+        return inert
+
+    def __reduce__(self) -> tuple[Callable[[], Callable[..., None]], tuple[()]]:
+        return _inert, ()  # unpickled as `inert`
+
+
+def inert(*args: Any, **kwargs: Any) -> None:
+    """What a copy of a watched model has in place of watch's hooks: nothing."""
+    return None
+
+
+def _inert() -> Callable[..., None]:
+    return inert
+
+
 def hook_root(model: nn.Module, start: Callable[..., Any], end: Callable[..., Any]) -> list[RemovableHandle]:
     """`start(module, args, kwargs)` before each call of `model` and `end(module, args,
     output)` after it, even when it raises."""
     if not isinstance(model, torch.jit.ScriptModule):
-        before = model.register_forward_pre_hook(start, with_kwargs=True)
-        return [before, model.register_forward_hook(end, always_call=True)]
+        before = model.register_forward_pre_hook(RootHook(start, model), with_kwargs=True)
+        return [before, model.register_forward_hook(RootHook(end, model), always_call=True)]
 
     def pre(module: nn.Module, args: tuple[Any, ...]) -> None:
         if module is model:
