@@ -220,6 +220,25 @@ def test_norm_statistics_fail_when_eval_ignores_running_stats() -> None:
     assert not _check(t, "norm_statistics").ok
 
 
+def test_an_eval_batch_norm_on_large_images_is_checked_on_a_stated_sample() -> None:
+    """Running statistics apply to every position alike: the check reads the first
+    sample's first 8192 // 16 = 512 of 4096 positions per channel, says so, passes
+    torch's own output, and fails one that ignores the running statistics."""
+
+    class BatchStatsAlways(nn.BatchNorm2d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+    for layer in (nn.BatchNorm2d(16), BatchStatsAlways(16)):
+        with torch.no_grad():
+            layer.running_mean.uniform_(-1, 1)  # type: ignore[union-attr]
+            layer.running_var.uniform_(0.5, 2)  # type: ignore[union-attr]
+        with judged_as(BatchStatsAlways, nn.BatchNorm2d):
+            check = _check(ll.trace(layer.eval(), torch.randn(8, 16, 64, 64) * 2 + 1), "norm_statistics")
+        assert "first 1 of 8 samples and the first 512 of 4096 positions per channel" in check.message
+        assert check.ok == (type(layer) is nn.BatchNorm2d), check.message
+
+
 @pytest.mark.parametrize(
     "layer",
     [nn.LayerNorm(64), nn.LayerNorm(64, bias=False), nn.LayerNorm(64, elementwise_affine=False), nn.RMSNorm(64)],
