@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
+import torch.nn.utils.prune
 from torch import nn
 
 import layerlens as ll
@@ -131,6 +132,39 @@ def test_a_learnable_tensor_kept_as_a_plain_attribute(in_list: bool) -> None:
     healthy = nn.Sequential(Scaled(registered=True))
     opt = torch.optim.SGD(healthy.parameters(), lr=0.05)
     assert _alerts(healthy, opt, lambda: _fit(healthy, opt)) == []
+
+
+class _TiedHead(nn.Module):
+    """A head that reuses the first layer's weight, kept by reference in a plain list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(6, 6)
+        self.tied = [self.inp.weight]  # registered as inp.weight: the optimizer trains it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(torch.relu(self.inp(x)), self.tied[0]).sum(dim=1, keepdim=True)
+
+
+def _pruned() -> nn.Module:
+    model = _mlp()
+    torch.nn.utils.prune.l1_unstructured(model[0], "weight", amount=0.5)  # weight = weight_orig * weight_mask
+    return model
+
+
+def _old_weight_norm() -> nn.Module:
+    model = _mlp()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated, still common (audio models)
+        model[0] = torch.nn.utils.weight_norm(model[0])  # weight recomputed from weight_g, weight_v
+    return model
+
+
+@pytest.mark.parametrize("build", [_TiedHead, _pruned, _old_weight_norm], ids=["tied", "pruned", "weight_norm"])
+def test_tensors_derived_from_registered_parameters_are_not_unregistered(build: Callable[[], nn.Module]) -> None:
+    model = build()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    assert _alerts(model, opt, lambda: _fit(model, opt)) == []
 
 
 def test_zero_grad_forgotten() -> None:

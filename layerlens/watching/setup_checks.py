@@ -48,7 +48,11 @@ def optimizer_gaps(model: nn.Module, optimizer: ParamGroups) -> Iterator[Found]:
 def unregistered_tensors(model: nn.Module) -> Iterator[Found]:
     """Tensors that require grad (or Parameters) kept as plain attributes, or in plain
     lists and dicts: not in `parameters()`, so no optimizer built from it trains them,
-    and `.to()`, `state_dict()` and DDP miss them."""
+    and `.to()`, `state_dict()` and DDP miss them. Not those: a parameter registered
+    elsewhere in the model (a tied weight kept by reference), and a tensor computed
+    from parameters (it has a `grad_fn`: pruning's masked `weight`, the old
+    `weight_norm`'s, recomputed from registered parameters before each forward)."""
+    registered = {id(t) for t in (*model.parameters(), *model.buffers())}
     for name, m in model.named_modules():
         if isinstance(m, torch.jit.ScriptModule):  # TorchScript keeps its own attribute tables
             continue
@@ -57,6 +61,8 @@ def unregistered_tensors(model: nn.Module) -> Iterator[Found]:
             if attr.startswith("_") or attr in known:
                 continue
             for where, t in _tensors_in(attr, value):
+                if id(t) in registered or t.grad_fn is not None:
+                    continue
                 if isinstance(t, nn.Parameter) or t.requires_grad:
                     kind = "an nn.Parameter" if isinstance(t, nn.Parameter) else "a tensor with requires_grad=True"
                     fix = "nn.ParameterList/ParameterDict" if where != attr else "nn.Parameter(...)"
