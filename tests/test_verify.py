@@ -4,6 +4,7 @@ reference; an injected bug fails exactly its layer; optimizers step by step."""
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -304,3 +305,15 @@ def test_a_norm_of_groups_with_no_spread_is_judged_by_its_rounding_not_failed(no
         assert ll.verify(norm, make()).verdicts[0].status == "fail"
     finally:
         handle.remove()
+
+
+def test_complex_layers_are_unchecked_not_failed() -> None:
+    """The numpy references compute in real arithmetic: a complex layer is said to be
+    unchecked, with why, rather than failed against its real part (with a ComplexWarning)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4, dtype=torch.cfloat), nn.Linear(4, 4, dtype=torch.cfloat))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = ll.verify(model, torch.randn(2, 4, dtype=torch.cfloat))
+    assert [v.status for v in report.verdicts if v.name] == ["unchecked", "unchecked"]
+    assert all("complex values" in (v.note or "") for v in report.verdicts if v.name)
