@@ -285,6 +285,14 @@ def test_a_model_that_two_optimizers_train_between_them(decoder_every: int) -> N
     assert {(a.kind, a.layer) for a in w.alerts} == {("not_in_optimizer", "dec")}
 
 
+def test_a_list_of_optimizers_in_second_place_is_read_as_optimizer() -> None:
+    model = _EncoderDecoder()
+    enc, dec = torch.optim.SGD(model.enc.parameters(), lr=0.05), torch.optim.SGD(model.dec.parameters(), lr=0.05)
+    with ll.watch(model, [enc, dec]) as w:  # as `watch(model, opt)`: every 10 steps
+        _fit(model, enc, steps=1)
+    assert w.every == 10 and w.alerts == []  # dec's layer is in one of the optimizers
+
+
 @pytest.mark.parametrize("bad", ["adam", [], [torch.zeros(1)]])
 def test_watch_refuses_what_is_not_an_optimizer(bad: Any) -> None:
     with pytest.raises(TypeError, match=r"optimizer= must be a torch.optim.Optimizer or a list of them"):

@@ -504,7 +504,7 @@ class Watch(Diagnoses):
 
 def watch(
     model: nn.Module,
-    every: int | torch.optim.Optimizer = 10,
+    every: int | torch.optim.Optimizer | Sequence[torch.optim.Optimizer] = 10,
     optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None = None,
     raise_on: Iterable[str] = (),
     allow_inf: Iterable[str] = (),
@@ -535,13 +535,13 @@ def watch(
     `layers_per_step` modules has an interleaved share of them measured per
     sampled step, a different one each time (None: all, whatever it costs).
     """
-    if isinstance(every, torch.optim.Optimizer):  # `watch(model, opt)`, as one writes it
+    interval: Any = every  # an int, or what Watch refuses with a clear error
+    if isinstance(every, (torch.optim.Optimizer, list, tuple)):  # `watch(model, opt)`, as one writes it
         if optimizer is not None:
             raise TypeError("watch(model, every, optimizer=...): every is the sampling interval, got an optimizer")
-        optimizer = every
-        every = 10
-    return Watch(model, every, optimizer, raise_on, allow_inf, thresholds, jsonl, options, trace_first, hook_optimizer,
-                 sentinel, layers_per_step)  # fmt: skip
+        optimizer, interval = every, 10
+    return Watch(model, interval, optimizer, raise_on, allow_inf, thresholds, jsonl, options, trace_first,
+                 hook_optimizer, sentinel, layers_per_step)  # fmt: skip
 
 
 def _has_closure(args: Any, kwargs: Any) -> bool:
