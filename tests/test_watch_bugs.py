@@ -291,6 +291,8 @@ def test_a_list_of_optimizers_in_second_place_is_read_as_optimizer() -> None:
     with ll.watch(model, [enc, dec]) as w:  # as `watch(model, opt)`: every 10 steps
         _fit(model, enc, steps=1)
     assert w.every == 10 and w.alerts == []  # dec's layer is in one of the optimizers
+    with ll.watch(model, optimizer=[enc, enc, dec]):  # one given twice is hooked once
+        assert len(enc._optimizer_step_pre_hooks) == len(dec._optimizer_step_pre_hooks) == 1
 
 
 @pytest.mark.parametrize("bad", ["adam", [], [torch.zeros(1)]])

@@ -45,7 +45,7 @@ class Optimizers:
                 "optimizer= must be a torch.optim.Optimizer or a list of them (the optimizers that train the "
                 f"model), got {_describe(optimizer)}"
             )
-        return Optimizers(found)
+        return Optimizers(list({id(o): o for o in found}.values()))  # one given twice is hooked once
 
     def __call__(self) -> Optimizers | None:
         return self if all(ref() is not None for ref in self._refs) else None
