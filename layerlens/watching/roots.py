@@ -66,18 +66,11 @@ def hook_root(model: nn.Module, start: Callable[..., Any], end: Callable[..., An
     if not isinstance(model, torch.jit.ScriptModule):
         before = model.register_forward_pre_hook(RootHook(start, model), with_kwargs=True)
         return [before, model.register_forward_hook(RootHook(end, model), always_call=True)]
-
-    def pre(module: nn.Module, args: tuple[Any, ...]) -> None:
-        if module is model:
-            start(module, args, {})
-
-    def post(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if module is model:
-            end(module, args, output)
-
+    # global hooks, which answer to the model alone (a global pre-hook is given no kwargs)
+    pre = RootHook(lambda module, args: start(module, args, {}), model)
     return [
         torch_module.register_module_forward_pre_hook(pre),
-        torch_module.register_module_forward_hook(post, always_call=True),
+        torch_module.register_module_forward_hook(RootHook(end, model), always_call=True),
     ]
 
 
