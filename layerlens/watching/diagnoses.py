@@ -52,6 +52,10 @@ class Diagnoses:
     def _keep(self, alert: Alert) -> None:
         raise NotImplementedError
 
+    def _live_optimizers(self) -> Any:
+        """The watched optimizers (see `Optimizers`), or None: none given, or one is gone."""
+        return self._optimizer() if self._optimizer is not None else None
+
     def _check_finite(self) -> None:
         bad, self._bad_output = self._bad_output, False
         if bad or not nan_origin.grad_finite(self._watched):
@@ -147,7 +151,7 @@ class Diagnoses:
     def _learning_rates(self, params: list[tuple[str, str, nn.Parameter]]) -> dict[str, float] | None:
         """Each of `params`' learning rate now (read before the update: a scheduler
         changes it right after `step()`, and warm-up starts from 0)."""
-        optimizer = self._optimizer() if self._optimizer is not None else None
+        optimizer = self._live_optimizers()
         if optimizer is None:
             return None
         return training_checks.learning_rates(((n, p) for n, _, p in params), optimizer)
@@ -173,7 +177,7 @@ class Diagnoses:
         lrs, self._step_lrs = self._step_lrs, None
         if lrs is None or self._model() is None:
             return
-        optimizers = self._optimizer() if self._optimizer is not None else None
+        optimizers = self._live_optimizers()
         named = ((n, p) for n, _, p in self._params)
         still = training_checks.standing_still(named, optimizers.all if optimizers is not None else ())
         for module, param, message in training_checks.not_updated(record, lrs, self._setup_flagged | still):
@@ -202,7 +206,7 @@ class Diagnoses:
 
     def _check_flow(self, calls: list[gradient_flow.Ran], params: list[tuple[str, str, nn.Parameter]]) -> None:
         """Gradients that did not reach a layer, or were gone before the update (with an optimizer)."""
-        optimizer = self._optimizer() if self._optimizer is not None else None
+        optimizer = self._live_optimizers()
         if optimizer is None:
             return
         in_groups = {id(p) for group in optimizer.param_groups for p in group["params"]}

@@ -162,7 +162,7 @@ class Watch(Diagnoses):
         guard = self._guard.wrap
         self._handles = roots.hook_root(outer, guard(self._on_forward_start), guard(self._on_forward_end))
         self._report_setup(setup_checks.unregistered_tensors(model))
-        optimizer = self._optimizer() if self._optimizer is not None else None
+        optimizer = self._live_optimizers()
         if optimizer is not None and self._hook_optimizer:
             self._handles += optimizer.hook(guard(self._on_optimizer_start), guard(self._on_optimizer_end))
         if optimizer is not None:
@@ -431,7 +431,7 @@ class Watch(Diagnoses):
                                         self._views, self._staging)  # fmt: skip
             self._samples += 1
             self._pending_logs = {}
-            model, optimizer = self._model(), self._optimizer() if self._optimizer is not None else None
+            model, optimizer = self._model(), self._live_optimizers()
             model = roots.inner(model) if model is not None else None
             # layers may be replaced after the optimizer is built: looked for again now and then (it walks the model)
             if model is not None and optimizer is not None and (self._samples <= 3 or self._samples % 10 == 0):
